@@ -1,0 +1,340 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/callwake/callwake/api"
+	"github.com/callwake/callwake/db"
+)
+
+func newConfigCmd(g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "config", Short: "Work with the configuration file"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "check",
+		Short: "Validate the config and print the effective values, secrets redacted",
+		Long: `Loads --config the way "serve" does (defaults, then the file, then secrets from
+the environment), prints the effective configuration with secrets redacted and
+exits 0; or prints every error with its file and line and exits 2.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.loadConfig()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "# %s is valid; effective configuration:\n%s", cfg.File, cfg)
+			return nil
+		},
+	})
+	return cmd
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newExtCmd(g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "ext", Short: "Add, list, show and remove mobile extensions"}
+	var in struct {
+		password, displayName, pbxUser, pbxPassword, pbxRegistrar string
+	}
+	add := &cobra.Command{
+		Use:   "add EXTENSION",
+		Short: "Add an extension (the phone app's SIP user)",
+		Long: `Adds a mobile extension. Its password is what the phone app uses for digest
+auth and for POST /api/v1/devices; only its digest hashes are stored.
+Without --password, the password is read from the first line of standard input.
+--pbx-username/--pbx-password make callwake register to the PBX as this
+extension (register mode).`,
+		Example: "  callwake ext add 1001 --display-name Alice --password 's3cret-pass'",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			password := in.password
+			if !cmd.Flags().Changed("password") {
+				line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+				if err != nil && line == "" {
+					return usageError("no password: pass --password or write it on standard input")
+				}
+				password = strings.TrimRight(line, "\r\n")
+			}
+			if err := db.ValidateExtensionID(args[0]); err != nil {
+				return usageError("%v", err)
+			}
+			input := api.ExtensionInput{Password: &password}
+			for flag, dst := range map[string]**string{"display-name": &input.DisplayName, "pbx-username": &input.PBXUsername,
+				"pbx-password": &input.PBXPassword, "pbx-registrar": &input.PBXRegistrar} {
+				if v, err := cmd.Flags().GetString(flag); err == nil && cmd.Flags().Changed(flag) {
+					*dst = &v
+				}
+			}
+			cfg, store, err := g.openStore(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			e := db.Extension{Extension: args[0]}
+			if err := input.Apply(&e, cfg.Realm()); err != nil {
+				return usageError("%v", err)
+			}
+			if _, err := store.CreateExtension(cmd.Context(), e); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "extension %s added: register the app as sip:%s@%s\n", e.Extension, e.Extension, cfg.Realm())
+			return nil
+		},
+	}
+	add.Flags().StringVar(&in.password, "password", "", "the app's SIP password (8-128 characters)")
+	add.Flags().StringVar(&in.displayName, "display-name", "", "name shown for the extension")
+	add.Flags().StringVar(&in.pbxUser, "pbx-username", "", "username callwake registers to the PBX with")
+	add.Flags().StringVar(&in.pbxPassword, "pbx-password", "", "password callwake registers to the PBX with")
+	add.Flags().StringVar(&in.pbxRegistrar, "pbx-registrar", "", "this extension's PBX registrar (default pbx.registrar)")
+
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List extensions with their device counts",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, store, err := g.openStore(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			exts, err := store.ListExtensions(cmd.Context())
+			if err != nil {
+				return err
+			}
+			type row struct {
+				Extension   string `json:"extension"`
+				DisplayName string `json:"display_name"`
+				Devices     int    `json:"devices"`
+				PBXUsername string `json:"pbx_username,omitempty"`
+			}
+			rows := make([]row, 0, len(exts))
+			for _, e := range exts {
+				devs, err := store.ListDevices(cmd.Context(), e.Extension)
+				if err != nil {
+					return err
+				}
+				rows = append(rows, row{e.Extension, e.DisplayName, len(devs), e.PBXUsername})
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), rows)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "EXTENSION\tNAME\tDEVICES\tPBX USER")
+			for _, r := range rows {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r.Extension, r.DisplayName, r.Devices, r.PBXUsername)
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+
+	show := &cobra.Command{
+		Use:   "show EXTENSION",
+		Short: "Show an extension and its devices",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, store, err := g.openStore(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			e, err := store.GetExtension(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			devs, err := store.ListDevices(cmd.Context(), e.Extension)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "extension:    %s\ndisplay name: %s\ncreated:      %s\n", e.Extension, e.DisplayName, e.CreatedAt.Format(time.RFC3339))
+			if e.PBXUsername != "" {
+				fmt.Fprintf(w, "pbx user:     %s\n", e.PBXUsername)
+			}
+			if e.PBXRegistrar != "" {
+				fmt.Fprintf(w, "pbx registrar: %s\n", e.PBXRegistrar)
+			}
+			fmt.Fprintf(w, "devices:      %d\n", len(devs))
+			printDevices(w, devs)
+			return nil
+		},
+	}
+
+	rm := &cobra.Command{
+		Use:   "rm EXTENSION",
+		Short: "Remove an extension and its devices (the call log stays)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, store, err := g.openStore(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			if err := store.DeleteExtension(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "extension %s removed\n", args[0])
+			return nil
+		},
+	}
+	cmd.AddCommand(add, list, show, rm)
+	return cmd
+}
+
+func printDevices(w io.Writer, devs []db.Device) {
+	if len(devs) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tPROVIDER\tTOKEN\tTOPIC/PROJECT\tLAST SEEN\tLAST PUSH\tLAST ERROR")
+	for _, d := range devs {
+		lastPush := "-"
+		if !d.LastPushAt.IsZero() {
+			lastPush = d.LastPushAt.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Provider, shorten(d.Token, 16),
+			d.Topic+d.ProjectID, d.LastSeenAt.Format(time.RFC3339), lastPush, d.LastError)
+	}
+	tw.Flush()
+}
+
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+func newDeviceCmd(g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "device", Short: "List and remove an extension's push devices"}
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list EXTENSION",
+		Short: "List the devices callwake pushes for an extension",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, store, err := g.openStore(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			if _, err := store.GetExtension(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			devs, err := store.ListDevices(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), devs)
+			}
+			if len(devs) == 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "extension %s has no devices\n", args[0])
+			}
+			printDevices(cmd.OutOrStdout(), devs)
+			return nil
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	rm := &cobra.Command{
+		Use:   "rm EXTENSION DEVICE-ID",
+		Short: "Remove a device: it is no longer pushed",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := strconv.ParseInt(args[1], 10, 64)
+			if err != nil {
+				return usageError("device id %q is not a number (see callwake device list %s)", args[1], args[0])
+			}
+			_, store, err := g.openStore(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			if err := store.DeleteDevice(cmd.Context(), args[0], id); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "device %d of %s removed\n", id, args[0])
+			return nil
+		},
+	}
+	cmd.AddCommand(list, rm)
+	return cmd
+}
+
+func newCallsCmd(g *globalFlags) *cobra.Command {
+	var limit int
+	var ext string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "calls",
+		Short: "Show the call log, newest first, with outcomes and timings",
+		Long: `Shows the call log, newest first. PUSH, REG and ANSWER are milliseconds from
+the PBX's INVITE to the first push, the first woken device's REGISTER and the
+answer; DURATION is the talk time.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if limit < 1 || limit > 1000 {
+				return usageError("--limit must be 1-1000")
+			}
+			_, store, err := g.openStore(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			calls, err := store.ListCalls(cmd.Context(), db.CallQuery{Limit: limit, Extension: ext})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				views := make([]any, 0, len(calls))
+				for _, c := range calls {
+					views = append(views, api.CallView(c))
+				}
+				return printJSON(cmd.OutOrStdout(), views)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TIME\tEXT\tCALLER\tOUTCOME\tSTATUS\tPUSH\tREG\tANSWER\tDURATION\tCALL ID")
+			for _, c := range calls {
+				caller := c.CallerNumber
+				if c.CallerName != "" {
+					caller = fmt.Sprintf("%s <%s>", c.CallerName, c.CallerNumber)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", c.InviteAt.Local().Format("2006-01-02 15:04:05"),
+					c.Extension, caller, c.Outcome, c.Status, msSince(c.InviteAt, c.PushAt), msSince(c.InviteAt, c.FirstRegisterAt),
+					msSince(c.InviteAt, c.AnswerAt), durationOf(c.AnswerAt, c.EndAt), c.ID)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().IntVarP(&limit, "limit", "n", 20, "how many calls (1-1000)")
+	cmd.Flags().StringVar(&ext, "ext", "", "only this extension's calls")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func msSince(from, to time.Time) string {
+	if from.IsZero() || to.IsZero() {
+		return "-"
+	}
+	return fmt.Sprintf("%dms", to.Sub(from).Milliseconds())
+}
+
+func durationOf(from, to time.Time) string {
+	if from.IsZero() || to.IsZero() {
+		return "-"
+	}
+	return to.Sub(from).Round(time.Second).String()
+}
