@@ -291,7 +291,6 @@ func TestTestPush(t *testing.T) {
 	}
 }
 
-
 func TestHealthAndMetrics(t *testing.T) {
 	e := newEnv(t)
 	r := e.do("GET", "/healthz", "", "")
