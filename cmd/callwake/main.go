@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -46,6 +47,8 @@ func exitCode(err error) int {
 		return exitOK
 	case errors.As(err, &ce):
 		return ce.code
+	case strings.HasPrefix(err.Error(), "unknown command"):
+		return exitUsage
 	case errors.Is(err, db.ErrNotFound):
 		return exitNotFound
 	case errors.Is(err, db.ErrExists):
@@ -141,4 +144,14 @@ func (g *globalFlags) openStore(ctx context.Context) (*config.Config, *db.Store,
 		return nil, nil, err
 	}
 	return cfg, store, nil
+}
+
+// exactArgs is cobra.ExactArgs with a usage exit code and a pointer to --help.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageError("%s takes %d argument(s), got %d (see %s --help)", cmd.CommandPath(), n, len(args), cmd.CommandPath())
+		}
+		return nil
+	}
 }

@@ -24,7 +24,7 @@ func newConfigCmd(g *globalFlags) *cobra.Command {
 		Long: `Loads --config the way "serve" does (defaults, then the file, then secrets from
 the environment), prints the effective configuration with secrets redacted and
 exits 0; or prints every error with its file and line and exits 2.`,
-		Args: cobra.NoArgs,
+		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := g.loadConfig()
 			if err != nil {
@@ -57,7 +57,7 @@ Without --password, the password is read from the first line of standard input.
 --pbx-username/--pbx-password make callwake register to the PBX as this
 extension (register mode).`,
 		Example: "  callwake ext add 1001 --display-name Alice --password 's3cret-pass'",
-		Args:    cobra.ExactArgs(1),
+		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			password := in.password
 			if !cmd.Flags().Changed("password") {
@@ -103,7 +103,7 @@ extension (register mode).`,
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List extensions with their device counts",
-		Args:  cobra.NoArgs,
+		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			_, store, err := g.openStore(cmd.Context())
 			if err != nil {
@@ -144,7 +144,7 @@ extension (register mode).`,
 	show := &cobra.Command{
 		Use:   "show EXTENSION",
 		Short: "Show an extension and its devices",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			_, store, err := g.openStore(cmd.Context())
 			if err != nil {
@@ -176,7 +176,7 @@ extension (register mode).`,
 	rm := &cobra.Command{
 		Use:   "rm EXTENSION",
 		Short: "Remove an extension and its devices (the call log stays)",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			_, store, err := g.openStore(cmd.Context())
 			if err != nil {
@@ -224,7 +224,7 @@ func newDeviceCmd(g *globalFlags) *cobra.Command {
 	list := &cobra.Command{
 		Use:   "list EXTENSION",
 		Short: "List the devices callwake pushes for an extension",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			_, store, err := g.openStore(cmd.Context())
 			if err != nil {
@@ -252,7 +252,7 @@ func newDeviceCmd(g *globalFlags) *cobra.Command {
 	rm := &cobra.Command{
 		Use:   "rm EXTENSION DEVICE-ID",
 		Short: "Remove a device: it is no longer pushed",
-		Args:  cobra.ExactArgs(2),
+		Args:  exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id, err := strconv.ParseInt(args[1], 10, 64)
 			if err != nil {
@@ -284,7 +284,7 @@ func newCallsCmd(g *globalFlags) *cobra.Command {
 		Long: `Shows the call log, newest first. PUSH, REG and ANSWER are milliseconds from
 the PBX's INVITE to the first push, the first woken device's REGISTER and the
 answer; DURATION is the talk time.`,
-		Args: cobra.NoArgs,
+		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if limit < 1 || limit > 1000 {
 				return usageError("--limit must be 1-1000")

@@ -88,7 +88,7 @@ extension with the config's credentials, prints what each provider said, waits
 for the ring window (--window, default calls.ring_timeout) and sends the
 call_cancelled push that dismisses the call screen. Exits 1 when no push was
 delivered.`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 			cfg, store, err := g.openStore(cmd.Context())

@@ -49,7 +49,7 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 shuts down cleanly: new calls are refused, ringing calls finish, and the
 database is closed.`,
 		Example: "  callwake serve --config configs/callwake.yaml --log-format json",
-		Args:    cobra.NoArgs,
+		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := lf.logger(cmd.ErrOrStderr())
 			if err != nil {

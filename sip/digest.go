@@ -1,0 +1,346 @@
+package sip
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/md5"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/icholy/digest"
+)
+
+// Digest algorithms offered to phones (RFC 8760), most preferred first.
+const (
+	AlgorithmSHA256 = "SHA-256"
+	AlgorithmMD5    = "MD5"
+)
+
+// DefaultNonceTTL is how long a nonce is accepted before the phone is told
+// stale=true and has to answer a fresh challenge.
+const DefaultNonceTTL = 5 * time.Minute
+
+const (
+	nonceTimeLen = 8  // big-endian Unix nanoseconds
+	nonceMACLen  = 16 // truncated HMAC-SHA-256
+	// nonceSkew tolerates a nonce minted slightly "in the future" when the
+	// clock steps back.
+	nonceSkew = 5 * time.Second
+)
+
+// Credentials are what the store keeps for an extension: hex HA1 hashes
+// (see [HA1]) and the realm they were computed with (empty: the configured
+// realm). A hash left empty refuses that algorithm.
+type Credentials struct {
+	HA1MD5, HA1SHA256, Realm string
+}
+
+// CredentialStore gives an extension's stored credentials; found is false
+// for an unknown extension.
+type CredentialStore interface {
+	PhoneCredentials(ctx context.Context, ext string) (Credentials, bool, error)
+}
+
+// HA1 returns hex(H(user:realm:password)) for algorithm "MD5" or "SHA-256",
+// the value a [CredentialStore] keeps; "" for any other algorithm.
+func HA1(algorithm, user, realm, password string) string {
+	h := newHash(algorithm)
+	if h == nil {
+		return ""
+	}
+	return hashJoin(h, user, realm, password)
+}
+
+// AuthResult is the outcome of checking a request's digest credentials.
+type AuthResult int
+
+const (
+	// AuthOK: the credentials are valid for the user.
+	AuthOK AuthResult = iota
+	// AuthMissing: no credentials for our realm; challenge.
+	AuthMissing
+	// AuthInvalid: wrong password, unknown user, unusable or tampered
+	// credentials; challenge again. Unknown users are not told apart, so
+	// that extensions cannot be enumerated.
+	AuthInvalid
+	// AuthStale: the credentials are right but the nonce has expired;
+	// challenge with stale=true so the phone retries without asking anyone.
+	AuthStale
+	// AuthForbidden: the credentials are for a username other than the
+	// one the request is about (the To user of a REGISTER); answer 403.
+	AuthForbidden
+)
+
+func (r AuthResult) String() string {
+	switch r {
+	case AuthOK:
+		return "ok"
+	case AuthMissing:
+		return "missing"
+	case AuthInvalid:
+		return "invalid"
+	case AuthStale:
+		return "stale"
+	case AuthForbidden:
+		return "forbidden"
+	}
+	return fmt.Sprintf("AuthResult(%d)", int(r))
+}
+
+// DigestConfig configures a [DigestAuth].
+type DigestConfig struct {
+	// Realm is the digest realm: callwake's sip.domain.
+	Realm string
+	// Secret keys the nonce HMAC. Empty: 32 random bytes, so nonces do not
+	// survive a restart (phones then get one more challenge).
+	Secret []byte
+	// NonceTTL defaults to DefaultNonceTTL.
+	NonceTTL time.Duration
+	Store    CredentialStore
+	Now      func() time.Time
+	Logger   *slog.Logger
+}
+
+// DigestAuth is server-side digest authentication (RFC 3261 22, RFC 8760)
+// with stateless nonces: base64url(timestamp || HMAC(secret, timestamp ||
+// realm)). A nonce can be replayed until it expires; for REGISTER the
+// registrar's CSeq check (RFC 3261 10.3 step 7) refuses a replayed request.
+type DigestAuth struct {
+	realm    string
+	secret   []byte
+	nonceTTL time.Duration
+	store    CredentialStore
+	now      func() time.Time
+	log      *slog.Logger
+}
+
+// NewDigestAuth checks cfg and returns a DigestAuth.
+func NewDigestAuth(cfg DigestConfig) (*DigestAuth, error) {
+	if cfg.Realm == "" {
+		return nil, errors.New("digest: empty realm")
+	}
+	if cfg.Store == nil {
+		return nil, errors.New("digest: no credential store")
+	}
+	if cfg.NonceTTL < 0 {
+		return nil, fmt.Errorf("digest: negative nonce lifetime %v", cfg.NonceTTL)
+	}
+	a := &DigestAuth{
+		realm:    cfg.Realm,
+		secret:   cfg.Secret,
+		nonceTTL: cfg.NonceTTL,
+		store:    cfg.Store,
+		now:      cfg.Now,
+		log:      cfg.Logger,
+	}
+	if len(a.secret) == 0 {
+		a.secret = make([]byte, 32)
+		if _, err := rand.Read(a.secret); err != nil {
+			return nil, fmt.Errorf("digest: generating nonce secret: %w", err)
+		}
+	}
+	if a.nonceTTL == 0 {
+		a.nonceTTL = DefaultNonceTTL
+	}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	if a.log == nil {
+		a.log = slog.Default().With("component", "sip")
+	}
+	return a, nil
+}
+
+// Realm is the realm the challenges carry.
+func (a *DigestAuth) Realm() string { return a.realm }
+
+// Challenges returns the WWW-Authenticate (or Proxy-Authenticate) values
+// to send, SHA-256 first as RFC 8760 asks, then MD5 for older phones. Both
+// carry the same fresh nonce.
+func (a *DigestAuth) Challenges(stale bool) []string {
+	nonce := a.newNonce()
+	values := make([]string, 0, 2)
+	for _, alg := range []string{AlgorithmSHA256, AlgorithmMD5} {
+		chal := digest.Challenge{
+			Realm:     a.realm,
+			Nonce:     nonce,
+			Algorithm: alg,
+			QOP:       []string{"auth"},
+			Stale:     stale,
+		}
+		values = append(values, chal.String())
+	}
+	return values
+}
+
+// Response is the answer to req for a result other than AuthOK: 403 for
+// AuthForbidden, else 401 with fresh challenges (stale=true for AuthStale).
+func (a *DigestAuth) Response(req *sip.Request, result AuthResult) *sip.Response {
+	if result == AuthForbidden {
+		return sip.NewResponseFromRequest(req, sip.StatusForbidden, "Forbidden", nil)
+	}
+	res := sip.NewResponseFromRequest(req, sip.StatusUnauthorized, "Unauthorized", nil)
+	for _, v := range a.Challenges(result == AuthStale) {
+		res.AppendHeader(sip.NewHeader("WWW-Authenticate", v))
+	}
+	return res
+}
+
+// Verify checks the Authorization header of req for user, the extension
+// the request is about. A non-nil error means the store failed; answer 500.
+func (a *DigestAuth) Verify(ctx context.Context, req *sip.Request, user string) (AuthResult, error) {
+	cred, result := a.findCredentials(req)
+	if result != AuthOK {
+		return result, nil
+	}
+	if cred.Username != user {
+		a.log.Info("digest username differs from the user it is for", "username", cred.Username, "ext", user)
+		return AuthForbidden, nil
+	}
+	h := credentialHash(cred)
+
+	issued, nonceOK := a.checkNonce(cred.Nonce)
+	if !nonceOK {
+		a.log.Debug("digest nonce not ours (tampered, or from before a restart)", "ext", user)
+		return AuthInvalid, nil
+	}
+
+	stored, found, err := a.store.PhoneCredentials(ctx, user)
+	if err != nil {
+		return AuthInvalid, fmt.Errorf("looking up credentials of %q: %w", user, err)
+	}
+	ha1 := stored.HA1MD5
+	if h.Size() == sha256.Size {
+		ha1 = stored.HA1SHA256
+	}
+	switch {
+	case !found:
+		// Same work as a known user, so the answer does not tell them apart.
+		ha1 = hashJoin(h, user, a.realm, "")
+	case stored.Realm != "" && stored.Realm != a.realm:
+		a.log.Error("stored credentials are for another realm; reset the password", "ext", user, "stored_realm", stored.Realm, "realm", a.realm)
+		return AuthInvalid, nil
+	case ha1 == "":
+		a.log.Warn("no stored hash for the digest algorithm", "ext", user, "algorithm", cred.Algorithm)
+		return AuthInvalid, nil
+	}
+
+	want := a.response(h, strings.ToLower(ha1), req.Method.String(), cred)
+	if !found || subtle.ConstantTimeCompare([]byte(want), []byte(cred.Response)) != 1 {
+		return AuthInvalid, nil
+	}
+	if a.now().Sub(issued) > a.nonceTTL {
+		return AuthStale, nil
+	}
+	return AuthOK, nil
+}
+
+// findCredentials picks the Authorization header meant for our realm.
+func (a *DigestAuth) findCredentials(req *sip.Request) (*digest.Credentials, AuthResult) {
+	result := AuthMissing
+	for _, hdr := range req.GetHeaders("Authorization") {
+		cred, err := digest.ParseCredentials(hdr.Value())
+		if err != nil {
+			a.log.Info("unparsable Authorization header", "error", err)
+			result = AuthInvalid
+			continue
+		}
+		if cred.Realm != a.realm {
+			continue
+		}
+		if cred.QOP != "" && cred.QOP != "auth" {
+			// We offer qop=auth only; no qop at all is RFC 2069 and tolerated.
+			result = AuthInvalid
+			continue
+		}
+		if credentialHash(cred) == nil {
+			result = AuthInvalid
+			continue
+		}
+		return cred, AuthOK
+	}
+	return nil, result
+}
+
+// response computes the expected request-digest (RFC 2617 3.2.2.1). The uri
+// is the one the phone hashed, as RFC 3261 22.4 lets servers use.
+func (a *DigestAuth) response(h hash.Hash, ha1, method string, cred *digest.Credentials) string {
+	ha2 := hashJoin(h, method, cred.URI)
+	if cred.QOP == "" {
+		return hashJoin(h, ha1, cred.Nonce, ha2)
+	}
+	return hashJoin(h, ha1, cred.Nonce, fmt.Sprintf("%08x", cred.Nc), cred.Cnonce, cred.QOP, ha2)
+}
+
+func (a *DigestAuth) newNonce() string {
+	var buf [nonceTimeLen + nonceMACLen]byte
+	binary.BigEndian.PutUint64(buf[:nonceTimeLen], uint64(a.now().UnixNano()))
+	copy(buf[nonceTimeLen:], a.nonceMAC(buf[:nonceTimeLen]))
+	return base64.RawURLEncoding.EncodeToString(buf[:])
+}
+
+// checkNonce returns when nonce was issued; ok is false unless we minted it.
+func (a *DigestAuth) checkNonce(nonce string) (issued time.Time, ok bool) {
+	raw, err := base64.RawURLEncoding.DecodeString(nonce)
+	if err != nil || len(raw) != nonceTimeLen+nonceMACLen {
+		return time.Time{}, false
+	}
+	if !hmac.Equal(raw[nonceTimeLen:], a.nonceMAC(raw[:nonceTimeLen])) {
+		return time.Time{}, false
+	}
+	issued = time.Unix(0, int64(binary.BigEndian.Uint64(raw[:nonceTimeLen])))
+	if issued.After(a.now().Add(nonceSkew)) {
+		return time.Time{}, false
+	}
+	return issued, true
+}
+
+func (a *DigestAuth) nonceMAC(stamp []byte) []byte {
+	mac := hmac.New(sha256.New, a.secret)
+	mac.Write(stamp)
+	mac.Write([]byte(a.realm))
+	return mac.Sum(nil)[:nonceMACLen]
+}
+
+// newHash returns the hash of an algorithm name, compared
+// case-insensitively; nil for one we do not support (MD5-sess, SHA-512...).
+func newHash(algorithm string) hash.Hash {
+	switch {
+	case strings.EqualFold(algorithm, AlgorithmMD5):
+		return md5.New()
+	case strings.EqualFold(algorithm, AlgorithmSHA256):
+		return sha256.New()
+	}
+	return nil
+}
+
+// credentialHash is the hash of an Authorization header: no algorithm
+// parameter means MD5 (RFC 2617).
+func credentialHash(cred *digest.Credentials) hash.Hash {
+	if cred.Algorithm == "" {
+		return md5.New()
+	}
+	return newHash(cred.Algorithm)
+}
+
+func hashJoin(h hash.Hash, parts ...string) string {
+	h.Reset()
+	for i, p := range parts {
+		if i > 0 {
+			h.Write([]byte{':'})
+		}
+		h.Write([]byte(p))
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
