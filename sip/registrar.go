@@ -249,19 +249,32 @@ func (r *Registrar) HandleRegister(req *sip.Request, tx sip.ServerTransaction) {
 		callID = h.Value()
 	}
 	log := r.log.With("sip_call_id", callID, "source", req.Source())
-	res := r.register(ctx, log, req)
+	res, events := r.register(ctx, log, req)
 	if err := tx.Respond(res); err != nil {
 		log.Warn("sending REGISTER answer failed", "status", res.StatusCode, "error", err)
+		return
+	}
+	if after, ok := r.handler.(AfterRegisterHandler); ok && res.IsSuccess() {
+		for _, ev := range events {
+			after.AfterRegister(ev)
+		}
 	}
 }
 
-func (r *Registrar) register(ctx context.Context, log *slog.Logger, req *sip.Request) *sip.Response {
+// AfterRegisterHandler is an optional part of a RegisterHandler: it is told
+// of each binding change once the phone has its 200 OK, which is when a
+// ringing call may send the phone an INVITE.
+type AfterRegisterHandler interface {
+	AfterRegister(ev RegisterEvent)
+}
+
+func (r *Registrar) register(ctx context.Context, log *slog.Logger, req *sip.Request) (*sip.Response, []RegisterEvent) {
 	now := r.now()
 	r.table.sweep(now)
 
 	to, callID, cseq := req.To(), req.CallID(), req.CSeq()
 	if to == nil || to.Address.User == "" || callID == nil || cseq == nil {
-		return reply(req, sip.StatusBadRequest, "Missing To user, Call-ID or CSeq")
+		return reply(req, sip.StatusBadRequest, "Missing To user, Call-ID or CSeq"), nil
 	}
 	ext := to.Address.User
 	log = log.With("ext", ext)
@@ -269,16 +282,16 @@ func (r *Registrar) register(ctx context.Context, log *slog.Logger, req *sip.Req
 	result, err := r.auth.Verify(ctx, req, ext)
 	if err != nil {
 		log.Error("authenticating REGISTER failed", "error", err)
-		return reply(req, sip.StatusInternalServerError, "Server Internal Error")
+		return reply(req, sip.StatusInternalServerError, "Server Internal Error"), nil
 	}
 	if result != AuthOK {
 		log.Debug("REGISTER not authenticated", "result", result)
-		return r.auth.Response(req, result)
+		return r.auth.Response(req, result), nil
 	}
 
 	updates, res := r.parseContacts(log, req)
 	if res != nil {
-		return res
+		return res, nil
 	}
 
 	lock := r.extLock(ext)
@@ -297,7 +310,7 @@ func (r *Registrar) register(ctx context.Context, log *slog.Logger, req *sip.Req
 	events, ok := rq.apply(bindings, updates)
 	if !ok {
 		log.Info("REGISTER with a stale CSeq ignored", "cseq", rq.cseq)
-		return reply(req, sip.StatusBadRequest, "Stale CSeq")
+		return reply(req, sip.StatusBadRequest, "Stale CSeq"), nil
 	}
 	if r.handler != nil {
 		for _, ev := range events {
@@ -308,7 +321,7 @@ func (r *Registrar) register(ctx context.Context, log *slog.Logger, req *sip.Req
 			ev.PreviousTargets = slices.Clone(ev.PreviousTargets)
 			if err := r.handler.OnRegister(ctx, ev); err != nil {
 				log.Warn("register handler refused binding", "contact", ev.Binding.Contact.String(), "removed", ev.Removed, "error", err)
-				return errorReply(req, err)
+				return errorReply(req, err), nil
 			}
 		}
 	}
@@ -316,7 +329,13 @@ func (r *Registrar) register(ctx context.Context, log *slog.Logger, req *sip.Req
 	for _, ev := range events {
 		logEvent(log, ev)
 	}
-	return r.okReply(req, bindings, updates, now)
+	applied := make([]RegisterEvent, 0, len(events))
+	for _, ev := range events {
+		ev.Binding = ev.Binding.clone()
+		ev.Binding.Live = r.live(ev.Binding)
+		applied = append(applied, ev)
+	}
+	return r.okReply(req, bindings, updates, now), applied
 }
 
 func (r *Registrar) extLock(ext string) *sync.Mutex {

@@ -26,7 +26,7 @@ type cli struct {
 func newCLI(t *testing.T) *cli {
 	t.Helper()
 	dir := t.TempDir()
-	cfg := fmt.Sprintf("sip:\n  domain: example.com\nhttp:\n  listen: 127.0.0.1:0\n  admin_token: tok\ncalls:\n  ring_timeout: 2s\ndb:\n  path: %s\n",
+	cfg := fmt.Sprintf("sip:\n  domain: example.com\n  listen: [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\nhttp:\n  listen: 127.0.0.1:0\n  admin_token: tok\ncalls:\n  ring_timeout: 2s\ndb:\n  path: %s\n",
 		filepath.Join(dir, "cli.db"))
 	path := filepath.Join(dir, "callwake.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/callwake/callwake/api"
+	"github.com/callwake/callwake/bridge"
 	"github.com/callwake/callwake/config"
 	"github.com/callwake/callwake/db"
 )
@@ -94,6 +95,12 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 	}
 	defer pusher.Close()
 
+	sipSide, err := startSIP(ctx, cfg, store, pusher, logger, reg)
+	if err != nil {
+		return err
+	}
+	defer sipSide.service.Close()
+
 	apiServer := api.New(api.Options{
 		Store:      store,
 		AdminToken: string(cfg.HTTP.AdminToken),
@@ -103,6 +110,9 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 		Health:     map[string]api.HealthChecker{"push": pusher.healthCheck},
 		Gatherer:   reg,
 		Logger:     logger,
+		ExtraRoutes: map[string]http.Handler{
+			bridge.DeclinePath: sipSide.bridge.DeclineHandler(),
+		},
 	})
 	if cfg.HTTP.AdminToken == "" {
 		logger.Warn("http.admin_token is empty: the admin API refuses every call")
@@ -134,7 +144,15 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 	})
 	group.Go(func() error {
 		<-gctx.Done()
-		logger.Info("shutting down")
+		// Drain: new INVITEs get 503, ringing calls run to their end.
+		sipSide.bridge.Drain()
+		drainFor := cfg.Calls.RingTimeout.Std() + 5*time.Second
+		logger.Info("shutting down: waiting for calls to end", "calls", sipSide.bridge.ActiveCalls(), "at_most", drainFor)
+		drainCtx, cancelDrain := context.WithTimeout(context.Background(), drainFor)
+		defer cancelDrain()
+		if err := sipSide.bridge.Wait(drainCtx); err != nil {
+			logger.Warn("calls still up after the drain time; stopping anyway", "calls", sipSide.bridge.ActiveCalls())
+		}
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		return httpServer.Shutdown(shutdownCtx)

@@ -1,0 +1,307 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	sipgo "github.com/emiago/sipgo/sip"
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/callwake/callwake/db"
+	"github.com/callwake/callwake/push"
+	"github.com/callwake/callwake/sip"
+)
+
+// Pusher sends pushes; *push.Pusher implements it.
+type Pusher interface {
+	Push(ctx context.Context, targets []push.Target, payloadFor func(push.Target) push.Payload, deadline time.Time) []push.Result
+}
+
+// SIP is what the bridge needs of the SIP service.
+type SIP interface {
+	Invite(ctx context.Context, p sip.InviteParams) (*sip.OutboundLeg, error)
+}
+
+// Bindings lists the phones' current registrations of an extension.
+type Bindings interface {
+	Bindings(ext string) []sip.Binding
+}
+
+// Config configures the bridge.
+type Config struct {
+	Store    *db.Store
+	Pusher   Pusher
+	SIP      SIP
+	Bindings Bindings
+
+	Domain         string // registrar domain: the To of INVITEs to phones
+	RegistrarURI   string // the "registrar" of push payloads
+	RingTimeout    time.Duration
+	WakeTimeout    time.Duration // 0: wait for RingTimeout
+	TimeoutStatus  int
+	BusyOnBusy     bool
+	MaxDevices     int
+	ForwardHeaders []string
+	DeclineBaseURL string // public URL of the HTTP server
+	DeclineSecret  []byte
+
+	Now        func() time.Time
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Bridge joins the PBX's calls, the pushes and the woken phones. It
+// implements sip.CallHandler and sip.RegisterHandler.
+type Bridge struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+
+	mu    sync.Mutex
+	calls map[string]*call            // by callwake call id
+	byExt map[string]map[*call]struct{} // calls that ring or talk, by extension
+
+	draining atomic.Bool
+	inFlight sync.WaitGroup
+}
+
+// New builds the bridge.
+func New(cfg Config) (*Bridge, error) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.TimeoutStatus == 0 {
+		cfg.TimeoutStatus = sipgo.StatusRequestTerminated
+	}
+	if cfg.MaxDevices <= 0 {
+		cfg.MaxDevices = 5
+	}
+	if len(cfg.DeclineSecret) < 16 {
+		return nil, errors.New("bridge: decline secret must be at least 16 bytes")
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	return &Bridge{cfg: cfg, log: cfg.Logger.With("component", "bridge"), metrics: m,
+		calls: map[string]*call{}, byExt: map[string]map[*call]struct{}{}}, nil
+}
+
+// Drain makes new INVITEs get 503; ringing calls go on.
+func (b *Bridge) Drain() { b.draining.Store(true) }
+
+// Draining reports whether Drain was called.
+func (b *Bridge) Draining() bool { return b.draining.Load() }
+
+// Wait blocks until every call has ended, or ctx ends.
+func (b *Bridge) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { b.inFlight.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ActiveCalls is how many calls ring or talk.
+func (b *Bridge) ActiveCalls() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.calls)
+}
+
+// OnInvite implements sip.CallHandler.
+func (b *Bridge) OnInvite(in *sip.InboundCall) {
+	ext := in.Extension()
+	log := b.log.With("sip_call_id", in.CallID(), "ext", ext)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	reject := func(code int, reason, outcome string) {
+		if err := in.Reject(code, reason); err != nil {
+			log.Debug("rejecting INVITE", "err", err)
+		}
+		b.metrics.calls.WithLabelValues(outcome).Inc()
+		log.Info("call refused", "status", code, "reason", reason)
+	}
+	if ext == "" {
+		reject(sipgo.StatusNotFound, "Not Found (no extension in Request-URI)", outcomeNotFound)
+		return
+	}
+	if _, err := b.cfg.Store.GetExtension(ctx, ext); err != nil {
+		if errors.Is(err, db.ErrNotFound) {
+			reject(sipgo.StatusNotFound, "Not Found", outcomeNotFound)
+			return
+		}
+		log.Error("looking up extension", "err", err)
+		reject(sipgo.StatusInternalServerError, "Server Internal Error", outcomeFailed)
+		return
+	}
+	if b.cfg.BusyOnBusy && b.busy(ext) {
+		reject(sipgo.StatusBusyHere, "Busy Here", outcomeBusy)
+		return
+	}
+	devices, err := b.cfg.Store.ListDevices(ctx, ext)
+	if err != nil {
+		log.Error("listing devices", "err", err)
+		reject(sipgo.StatusInternalServerError, "Server Internal Error", outcomeFailed)
+		return
+	}
+	bindings := b.cfg.Bindings.Bindings(ext)
+	if len(devices) == 0 && len(bindings) == 0 {
+		reject(sipgo.StatusTemporarilyUnavailable, "Temporarily Unavailable (no device)", outcomeUnavailable)
+		return
+	}
+
+	c := newCall(b, in, devices)
+	c.log = log.With("call_id", c.id)
+	b.mu.Lock()
+	b.calls[c.id] = c
+	if b.byExt[ext] == nil {
+		b.byExt[ext] = map[*call]struct{}{}
+	}
+	b.byExt[ext][c] = struct{}{}
+	b.inFlight.Add(1)
+	b.mu.Unlock()
+	b.metrics.active.Inc()
+	c.run(bindings)
+}
+
+func (b *Bridge) busy(ext string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.byExt[ext]) > 0
+}
+
+// release takes an ended call out of the extension's set: a phone that
+// registers now is not rung, and the extension is no longer busy.
+func (b *Bridge) release(c *call) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if set := b.byExt[c.ext]; set != nil {
+		delete(set, c)
+		if len(set) == 0 {
+			delete(b.byExt, c.ext)
+		}
+	}
+}
+
+// forget drops a call whose owner goroutine has returned.
+func (b *Bridge) forget(c *call) {
+	b.release(c)
+	b.mu.Lock()
+	delete(b.calls, c.id)
+	b.mu.Unlock()
+	b.metrics.active.Dec()
+	b.inFlight.Done()
+}
+
+func (b *Bridge) lookup(id string) *call {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.calls[id]
+}
+
+// ringing lists the calls of ext a registering phone may join.
+func (b *Bridge) ringing(ext string) []*call {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]*call, 0, len(b.byExt[ext]))
+	for c := range b.byExt[ext] {
+		out = append(out, c)
+	}
+	return out
+}
+
+// OnRegister implements sip.RegisterHandler: the phone's push address is
+// stored (or removed on logout) before the REGISTER is answered.
+func (b *Bridge) OnRegister(ctx context.Context, ev sip.RegisterEvent) error {
+	if ev.Removed {
+		for _, t := range ev.Targets {
+			removed, err := b.cfg.Store.DeleteDeviceByToken(ctx, ev.Ext, t.Provider, t.Token)
+			if err != nil {
+				return fmt.Errorf("removing device: %w", err)
+			}
+			if removed {
+				b.log.Info("device logged out", "ext", ev.Ext, "provider", t.Provider)
+			}
+		}
+		return nil
+	}
+	for _, t := range ev.Targets {
+		_, evicted, err := b.cfg.Store.UpsertDevice(ctx, db.Device{Extension: ev.Ext, Provider: t.Provider, Token: t.Token,
+			Topic: t.Topic, ProjectID: t.ProjectID, Instance: ev.Binding.Instance}, b.cfg.MaxDevices)
+		if err != nil {
+			return &sip.StatusError{Code: sipgo.StatusBadRequest, Reason: "Bad Push Parameters", Err: err}
+		}
+		for _, e := range evicted {
+			b.log.Info("device evicted: too many devices", "ext", ev.Ext, "device_id", e.ID)
+		}
+	}
+	// A binding whose token changed without +sip.instance: the old token is
+	// the same app install, now dead.
+	for _, old := range ev.PreviousTargets {
+		if !containsToken(ev.Targets, old.Token) && len(ev.Targets) > 0 {
+			if _, err := b.cfg.Store.DeleteDeviceByToken(ctx, ev.Ext, old.Provider, old.Token); err != nil {
+				return fmt.Errorf("replacing device token: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// AfterRegister implements sip.AfterRegisterHandler: a phone registered
+// while its extension rings gets the call now.
+func (b *Bridge) AfterRegister(ev sip.RegisterEvent) {
+	if ev.Removed {
+		return
+	}
+	for _, c := range b.ringing(ev.Ext) {
+		c.send(evRegister{binding: ev.Binding, targets: ev.Targets})
+	}
+}
+
+func containsToken(ts []sip.PushTarget, token string) bool {
+	for _, t := range ts {
+		if strings.EqualFold(t.Token, token) {
+			return true
+		}
+	}
+	return false
+}
+
+func newCallID() string { return uuid.NewString() }
+
+// Attach gives the bridge the SIP side, which is built after it (the SIP
+// service calls the bridge, and the bridge sends through the service).
+func (b *Bridge) Attach(s SIP, bindings Bindings) {
+	b.cfg.SIP, b.cfg.Bindings = s, bindings
+}
+
+// PhoneCredentials implements sip.CredentialStore from the store.
+func (b *Bridge) PhoneCredentials(ctx context.Context, ext string) (sip.Credentials, bool, error) {
+	e, err := b.cfg.Store.GetExtension(ctx, ext)
+	if errors.Is(err, db.ErrNotFound) {
+		return sip.Credentials{}, false, nil
+	}
+	if err != nil {
+		return sip.Credentials{}, false, err
+	}
+	return sip.Credentials{HA1MD5: e.HA1MD5, HA1SHA256: e.HA1SHA256, Realm: e.Realm}, true, nil
+}
+
+// SetRegistrarURI sets the "registrar" of push payloads, known once the
+// SIP listeners are bound.
+func (b *Bridge) SetRegistrarURI(uri string) { b.cfg.RegistrarURI = uri }

@@ -1,0 +1,263 @@
+package bridge
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	sipgo "github.com/emiago/sipgo/sip"
+
+	"github.com/callwake/callwake/db"
+	"github.com/callwake/callwake/push"
+	"github.com/callwake/callwake/sip"
+)
+
+// Call outcomes, as the call log and the metrics name them.
+const (
+	outcomeCompleted   = "completed"   // answered, then hung up
+	outcomeDeclined    = "declined"    // 603
+	outcomeTimeout     = "timeout"     // nobody woke or answered in time
+	outcomeCancelled   = "cancelled"   // the caller hung up while ringing
+	outcomeBusy        = "busy"        // 486
+	outcomeUnavailable = "unavailable" // 480: no device
+	outcomeNotFound    = "not_found"   // 404: unknown extension
+	outcomeFailed      = "failed"      // anything else
+	outcomeAnswered    = "answered"    // talking (not final)
+)
+
+// Reasons put on the CANCELs of branches that lost (RFC 3326).
+var (
+	reasonCompletedElsewhere = sipgo.NewHeader("Reason", `SIP;cause=200;text="Call completed elsewhere"`)
+	reasonDeclinedElsewhere  = sipgo.NewHeader("Reason", `SIP;cause=603;text="Declined"`)
+)
+
+// lingerAfterEnd bounds how long an ended call keeps its goroutine to take
+// the last answers of cancelled branches (a 2xx racing the CANCEL).
+const lingerAfterEnd = 32 * time.Second
+
+type event interface{}
+
+type evRegister struct {
+	binding sip.Binding
+	targets []sip.PushTarget
+}
+
+type evResponse struct {
+	br  *branch
+	res *sipgo.Response
+}
+
+type evDecline struct {
+	deviceID int64
+	reply    chan int // HTTP status for the decline URL
+}
+
+type evPushed struct {
+	kind    string
+	results []push.Result
+}
+
+type evHangup struct{ byPBX bool }
+
+// call is one PBX INVITE from arrival to hang-up. Only run's goroutine
+// touches its fields; others talk to it with send.
+type call struct {
+	b       *Bridge
+	id      string
+	in      *sip.InboundCall
+	ext     string
+	log     *slog.Logger
+	devices []db.Device
+	row     db.Call
+
+	events chan event
+	done   chan struct{} // closed when run returns
+
+	pushed      map[int64]push.Target // devices sent incoming_call
+	branches    map[string]*branch    // the current branch of each phone
+	legs        []*branch             // every branch, for the final answers still due
+	answered    *branch
+	busySeen    bool
+	earlyMedia  bool // a 183 with SDP was relayed
+	ended       bool // the PBX has its final answer (or the call was answered)
+	talking     bool // answered and not hung up yet
+	wakeExpired bool // wake_timeout passed: no pushed device will still be waited for
+}
+
+func newCall(b *Bridge, in *sip.InboundCall, devices []db.Device) *call {
+	now := b.cfg.Now()
+	name, number := in.Caller()
+	c := &call{b: b, id: newCallID(), in: in, ext: in.Extension(), devices: devices,
+		events: make(chan event, 32), done: make(chan struct{}),
+		pushed: map[int64]push.Target{}, branches: map[string]*branch{}}
+	c.row = db.Call{ID: c.id, SIPCallID: in.CallID(), Extension: c.ext, CallerName: name,
+		CallerNumber: number, InviteAt: now, Outcome: "ringing"}
+	return c
+}
+
+// send hands an event to the call's goroutine; it never blocks once the
+// call is over.
+func (c *call) send(ev event) {
+	select {
+	case c.events <- ev:
+	case <-c.done:
+	}
+}
+
+func (c *call) run(bindings []sip.Binding) {
+	defer close(c.done)
+	defer c.b.forget(c)
+
+	if err := c.in.Provisional(sipgo.StatusRinging, "Ringing", nil); err != nil {
+		c.log.Info("sending 180 failed", "err", err)
+	}
+	c.startPushes()
+	for _, bnd := range bindings {
+		if bnd.Live {
+			c.fork(bnd, c.devicesOf(bnd.PushTargets, bnd.Instance))
+		}
+	}
+	c.log.Info("call ringing", "caller", c.row.CallerNumber, "devices", len(c.devices), "live_bindings", len(c.branches))
+	c.insertRow()
+
+	ring := time.NewTimer(c.b.cfg.RingTimeout)
+	defer ring.Stop()
+	var wake <-chan time.Time
+	if c.b.cfg.WakeTimeout > 0 {
+		wt := time.NewTimer(c.b.cfg.WakeTimeout)
+		defer wt.Stop()
+		wake = wt.C
+	}
+	var linger <-chan time.Time
+	inDone := c.in.Done()
+
+	for {
+		if c.ended && !c.talking && c.pendingBranches() == 0 {
+			return
+		}
+		select {
+		case <-inDone:
+			inDone = nil
+			if !c.ended && c.answered == nil {
+				if c.in.Cancelled() {
+					c.end(outcomeCancelled, 0, "", push.ReasonCallerHangup, 0, nil)
+				} else {
+					c.end(outcomeFailed, 0, "", push.ReasonCallerHangup, 0, nil)
+				}
+			}
+		case <-wake:
+			c.wakeExpired = true
+			if !c.ended && c.pendingBranches() == 0 {
+				c.log.Info("no device woke in time", "wake_timeout", c.b.cfg.WakeTimeout)
+				c.timeout()
+			}
+		case <-ring.C:
+			if !c.ended {
+				c.timeout()
+			}
+		case <-linger:
+			c.log.Warn("branches did not finish after the call ended", "pending", c.pendingBranches())
+			return
+		case ev := <-c.events:
+			c.handle(ev)
+		}
+		if c.ended && !c.talking && linger == nil {
+			linger = time.After(lingerAfterEnd)
+		}
+	}
+}
+
+func (c *call) handle(ev event) {
+	switch ev := ev.(type) {
+	case evRegister:
+		c.onRegister(ev)
+	case evResponse:
+		c.onResponse(ev.br, ev.res)
+	case evDecline:
+		ev.reply <- c.onDecline(ev.deviceID)
+	case evPushed:
+		c.onPushed(ev)
+	case evHangup:
+		c.talking = false
+		c.row.EndAt = c.b.cfg.Now()
+		c.row.Outcome = outcomeCompleted
+		c.finishRow()
+		by := "phone"
+		if ev.byPBX {
+			by = "pbx"
+		}
+		c.log.Info("call ended", "outcome", outcomeCompleted, "status", 200, "hangup_by", by,
+			"duration", c.row.EndAt.Sub(c.row.AnswerAt).Round(time.Millisecond))
+		c.b.metrics.calls.WithLabelValues(outcomeCompleted).Inc()
+		c.b.release(c)
+	}
+}
+
+func (c *call) timeout() {
+	status := c.b.cfg.TimeoutStatus
+	outcome := outcomeTimeout
+	if c.busySeen {
+		status, outcome = sipgo.StatusBusyHere, outcomeBusy
+	}
+	c.end(outcome, status, "", push.ReasonTimeout, 0, nil)
+}
+
+// end gives the PBX its final answer (status 0: none, it cancelled),
+// cancels the branches and dismisses the pushed phones but one (except).
+func (c *call) end(outcome string, status int, reason, pushReason string, except int64, cancelReason sipgo.Header) {
+	if c.ended {
+		return
+	}
+	c.ended = true
+	c.b.release(c)
+	if status > 0 {
+		if reason == "" {
+			reason = sip.ReasonPhrase(status)
+		}
+		if err := c.in.Reject(status, reason); err != nil {
+			c.log.Debug("final answer not sent", "status", status, "err", err)
+		}
+	}
+	c.cancelBranches(nil, cancelReason)
+	c.cancelPushes(pushReason, except)
+	c.row.EndAt = c.b.cfg.Now()
+	c.row.Outcome, c.row.Status = outcome, status
+	if status == 0 {
+		c.row.Status = sipgo.StatusRequestTerminated
+	}
+	c.finishRow()
+	c.b.metrics.calls.WithLabelValues(outcome).Inc()
+	c.log.Info("call ended", "outcome", outcome, "status", c.row.Status, "branches", len(c.branches),
+		"ring_time", c.row.EndAt.Sub(c.row.InviteAt).Round(time.Millisecond))
+}
+
+// onDecline is a POST to a decline URL: 603 to the PBX unless answered.
+func (c *call) onDecline(deviceID int64) int {
+	if c.ended || c.answered != nil {
+		return 410
+	}
+	c.log.Info("declined from the push", "device_id", deviceID)
+	c.end(outcomeDeclined, sipgo.StatusGlobalDecline, "Decline", push.ReasonDeclinedElsewhere, deviceID, reasonDeclinedElsewhere)
+	return 200
+}
+
+func (c *call) insertRow() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.b.cfg.Store.InsertCall(ctx, c.row); err != nil {
+		c.log.Error("writing call log", "err", err)
+	}
+}
+
+func (c *call) updateRow() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.b.cfg.Store.UpdateCall(ctx, c.row); err != nil {
+		c.log.Error("updating call log", "err", err)
+	}
+}
+
+func (c *call) finishRow() {
+	c.updateRow()
+	c.b.metrics.observeEnd(c.row)
+}

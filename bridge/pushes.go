@@ -1,0 +1,89 @@
+package bridge
+
+import (
+	"context"
+	"time"
+
+	"github.com/callwake/callwake/push"
+)
+
+// payload is the push of this call, as every device gets it but for its
+// decline URL.
+func (c *call) payload(kind string, sentAt, expiresAt time.Time) push.Payload {
+	req := c.in.Request()
+	headers := map[string]string{}
+	for _, name := range c.b.cfg.ForwardHeaders {
+		if h := req.GetHeader(name); h != nil {
+			headers[name] = h.Value()
+		}
+	}
+	return push.Payload{
+		Type: kind, CallID: c.id, SIPCallID: c.row.SIPCallID,
+		CallerName: c.row.CallerName, CallerNumber: c.row.CallerNumber, Callee: c.ext,
+		SentAt: sentAt, ExpiresAt: expiresAt, Registrar: c.b.cfg.RegistrarURI, Headers: headers,
+	}
+}
+
+// startPushes wakes every device of the extension; the results come back to
+// the call's goroutine as an event, so no provider can delay the call.
+func (c *call) startPushes() {
+	if len(c.devices) == 0 {
+		return
+	}
+	targets := Targets(c.devices)
+	for _, t := range targets {
+		c.pushed[t.DeviceID] = t
+	}
+	now := c.b.cfg.Now()
+	deadline := c.row.InviteAt.Add(c.b.cfg.RingTimeout)
+	c.row.PushAt = now
+	base := c.payload(push.TypeIncomingCall, now, deadline)
+	payloadFor := func(t push.Target) push.Payload {
+		p := base
+		p.DeclineURL = c.b.declineURL(c.id, t.DeviceID)
+		return p
+	}
+	go func() {
+		results := c.b.cfg.Pusher.Push(context.Background(), targets, payloadFor, deadline)
+		c.send(evPushed{kind: push.TypeIncomingCall, results: results})
+	}()
+}
+
+func (c *call) onPushed(ev evPushed) {
+	if ev.kind != push.TypeIncomingCall {
+		return
+	}
+	for _, r := range ev.results {
+		switch r.Outcome {
+		case push.OutcomeDelivered, push.OutcomeDisabled:
+		default:
+			// Nothing to dismiss on a phone that never got the call.
+			delete(c.pushed, r.Target.DeviceID)
+			c.log.Info("push not delivered", "device_id", r.Target.DeviceID, "provider", r.Target.Provider,
+				"outcome", r.Outcome, "reason", r.Reason)
+		}
+	}
+	if !c.ended && len(c.pushed) == 0 && len(c.legs) == 0 {
+		c.log.Info("no device could be pushed")
+		c.end(outcomeUnavailable, 480, "Temporarily Unavailable (push failed)", push.ReasonTimeout, 0, nil)
+	}
+}
+
+// cancelPushes sends call_cancelled to every pushed device but except, so
+// that no phone keeps ringing.
+func (c *call) cancelPushes(reason string, except int64) {
+	var targets []push.Target
+	for id, t := range c.pushed {
+		if id != except {
+			targets = append(targets, t)
+		}
+	}
+	if len(targets) == 0 {
+		return
+	}
+	now := c.b.cfg.Now()
+	p := c.payload(push.TypeCallCancelled, now, now.Add(c.b.cfg.RingTimeout))
+	p.Reason = reason
+	deadline := p.ExpiresAt
+	go c.b.cfg.Pusher.Push(context.Background(), targets, func(push.Target) push.Payload { return p }, deadline)
+}

@@ -1,0 +1,250 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// InboundCall is the PBX's INVITE before it is answered: callwake is the UAS.
+// One goroutine (the call's owner) drives it; Done is safe from any.
+type InboundCall struct {
+	svc   *Service
+	req   *sip.Request
+	tx    sip.ServerTransaction
+	toTag string
+	ext   string
+
+	done      chan struct{} // closed on CANCEL or when the transaction ends unanswered
+	doneOnce  sync.Once
+	cancelled bool // CANCEL received (set before done is closed)
+	mu        sync.Mutex
+	answered  bool
+}
+
+func (s *Service) onInvite(req *sip.Request, tx sip.ServerTransaction) {
+	if to := req.To(); to != nil && to.Params.Has("tag") {
+		s.inDialog(req, tx) // re-INVITE
+		return
+	}
+	// 100 Trying at once: the PBX must stop retransmitting now, not after
+	// the transaction layer's 200 ms timer.
+	s.respond(tx, req, sip.StatusTrying, "Trying")
+
+	if s.cfg.Draining != nil && s.cfg.Draining() {
+		s.respond(tx, req, sip.StatusServiceUnavailable, "Service Unavailable (shutting down)", retryAfter(30))
+		return
+	}
+	if !s.trustedSource(req, tx) {
+		return
+	}
+	if req.Contact() == nil || req.CSeq() == nil || req.From() == nil || req.To() == nil {
+		s.respond(tx, req, sip.StatusBadRequest, "Bad Request (missing Contact, CSeq, From or To)")
+		return
+	}
+	call := &InboundCall{svc: s, req: req, tx: tx, toTag: sip.GenerateTagN(16), ext: extensionOf(req),
+		done: make(chan struct{})}
+	tx.OnCancel(func(*sip.Request) {
+		call.cancelled = true
+		call.finish()
+	})
+	tx.OnTerminate(func(string, error) { call.finish() })
+	if s.cfg.Calls == nil {
+		call.Reject(sip.StatusServiceUnavailable, "Service Unavailable")
+		return
+	}
+	s.cfg.Calls.OnInvite(call)
+}
+
+// trustedSource applies trunk mode's access rule and answers when it fails.
+func (s *Service) trustedSource(req *sip.Request, tx sip.ServerTransaction) bool {
+	if addrPort, err := netip.ParseAddrPort(req.Source()); err == nil {
+		ip := addrPort.Addr().Unmap()
+		for _, p := range s.cfg.Trusted {
+			if p.Contains(ip) {
+				return true
+			}
+		}
+	}
+	if s.trunk == nil {
+		s.log.Info("INVITE from an untrusted source refused", "source", req.Source(), "call_id", callID(req))
+		s.respond(tx, req, sip.StatusForbidden, "Forbidden (source not in pbx.trusted)")
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	result, err := s.trunk.Verify(ctx, req, s.cfg.TrunkUsername)
+	if err != nil || result != AuthOK {
+		if err := tx.Respond(s.trunk.Response(req, result)); err != nil {
+			s.log.Debug("challenge failed", "err", err)
+		}
+		return false
+	}
+	return true
+}
+
+// extensionOf is the user part of the Request-URI, else the To user.
+func extensionOf(req *sip.Request) string {
+	if req.Recipient.User != "" {
+		return req.Recipient.User
+	}
+	if to := req.To(); to != nil {
+		return to.Address.User
+	}
+	return ""
+}
+
+func callID(req *sip.Request) string {
+	if id := req.CallID(); id != nil {
+		return id.Value()
+	}
+	return ""
+}
+
+func (c *InboundCall) finish() { c.doneOnce.Do(func() { close(c.done) }) }
+
+// Extension is the called extension.
+func (c *InboundCall) Extension() string { return c.ext }
+
+// Request is the PBX's INVITE. Do not modify it.
+func (c *InboundCall) Request() *sip.Request { return c.req }
+
+// CallID is the PBX's Call-ID.
+func (c *InboundCall) CallID() string { return callID(c.req) }
+
+// Source is the address the INVITE came from.
+func (c *InboundCall) Source() string { return c.req.Source() }
+
+// Done is closed when the PBX cancelled the call or its transaction ended
+// before an answer.
+func (c *InboundCall) Done() <-chan struct{} { return c.done }
+
+// Cancelled reports whether the PBX sent CANCEL (valid once Done is closed).
+func (c *InboundCall) Cancelled() bool {
+	select {
+	case <-c.done:
+		return c.cancelled
+	default:
+		return false
+	}
+}
+
+// Caller is who calls: P-Asserted-Identity, else From.
+func (c *InboundCall) Caller() (name, number string) {
+	if h := c.req.GetHeader("P-Asserted-Identity"); h != nil {
+		var uri sip.Uri
+		if display, err := sip.ParseAddressValue(h.Value(), &uri, nil); err == nil {
+			return display, uriNumber(uri)
+		}
+	}
+	if from := c.req.From(); from != nil {
+		return from.DisplayName, uriNumber(from.Address)
+	}
+	return "", ""
+}
+
+func uriNumber(u sip.Uri) string {
+	if u.User != "" {
+		return u.User
+	}
+	return u.Host
+}
+
+func (c *InboundCall) response(code int, reason string, body []byte, headers []sip.Header) *sip.Response {
+	res := sip.NewResponseFromRequest(c.req, code, reason, body)
+	if to := res.To(); to != nil && code > 100 && !to.Params.Has("tag") {
+		to.Params.Add("tag", c.toTag)
+	}
+	for _, h := range headers {
+		res.AppendHeader(h)
+	}
+	if body != nil && res.ContentType() == nil {
+		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	}
+	return res
+}
+
+// Provisional sends a 1xx (180 Ringing; 183 with early-media SDP).
+func (c *InboundCall) Provisional(code int, reason string, body []byte, headers ...sip.Header) error {
+	if code < 101 || code > 199 {
+		return fmt.Errorf("%d is not a provisional status", code)
+	}
+	res := c.response(code, reason, body, headers)
+	if code != sip.StatusTrying {
+		contact := sip.ContactHeader{Address: c.svc.Contact(c.req.Transport())}
+		res.AppendHeader(&contact)
+	}
+	return c.tx.Respond(res)
+}
+
+// Reject sends a final non-2xx answer. Extra headers (Retry-After, Reason)
+// may be passed.
+func (c *InboundCall) Reject(code int, reason string, headers ...sip.Header) error {
+	if code < 300 {
+		return fmt.Errorf("%d is not a failure status", code)
+	}
+	c.mu.Lock()
+	if c.answered {
+		c.mu.Unlock()
+		return errors.New("call already answered")
+	}
+	c.answered = true
+	c.mu.Unlock()
+	return c.tx.Respond(c.response(code, reason, nil, headers))
+}
+
+// Answer sends 200 OK with body (the device's SDP) and returns the
+// established dialog with the PBX. The 200 is retransmitted until the PBX's
+// ACK, as RFC 6026 leaves to the transaction user.
+func (c *InboundCall) Answer(body []byte, contentType string, headers ...sip.Header) (*Dialog, error) {
+	c.mu.Lock()
+	if c.answered {
+		c.mu.Unlock()
+		return nil, errors.New("call already answered")
+	}
+	c.answered = true
+	c.mu.Unlock()
+
+	if contentType != "" {
+		headers = append(headers, sip.NewHeader("Content-Type", contentType))
+	}
+	res := c.response(sip.StatusOK, "OK", body, headers)
+	contact := sip.ContactHeader{Address: c.svc.Contact(c.req.Transport())}
+	res.AppendHeader(&contact)
+	res.AppendHeader(sip.NewHeader("Allow", allowedMethods))
+
+	d := newUASDialog(c.svc, c.req, res)
+	acked := d.expectAck(c.req.CSeq().SeqNo)
+	c.svc.addDialog(d)
+	if err := c.tx.Respond(res); err != nil {
+		c.svc.removeDialog(d)
+		return nil, fmt.Errorf("sending 200 OK: %w", err)
+	}
+	go d.retransmitUntilAck(c.tx, res, acked)
+	return d, nil
+}
+
+// retryAfter formats a Retry-After header.
+func retryAfter(seconds int) sip.Header { return sip.NewHeader("Retry-After", strconv.Itoa(seconds)) }
+
+var reasonPhrases = map[int]string{
+	400: "Bad Request", 403: "Forbidden", 404: "Not Found", 408: "Request Timeout", 410: "Gone",
+	480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist", 486: "Busy Here",
+	487: "Request Terminated", 488: "Not Acceptable Here", 500: "Server Internal Error",
+	503: "Service Unavailable", 504: "Server Time-out", 600: "Busy Everywhere", 603: "Decline",
+	604: "Does Not Exist Anywhere", 606: "Not Acceptable",
+}
+
+// ReasonPhrase is RFC 3261's reason phrase for a status code.
+func ReasonPhrase(code int) string {
+	if p, ok := reasonPhrases[code]; ok {
+		return p
+	}
+	return "Error"
+}
