@@ -65,7 +65,7 @@ type Bridge struct {
 	metrics *metrics
 
 	mu    sync.Mutex
-	calls map[string]*call            // by callwake call id
+	calls map[string]*call              // by callwake call id
 	byExt map[string]map[*call]struct{} // calls that ring or talk, by extension
 
 	draining atomic.Bool

@@ -242,10 +242,10 @@ func hostPort(t *testing.T, addr string) (string, int) {
 // ---- the PBX: a sipgo user agent that calls through callwake ----
 
 type pbx struct {
-	t       *testing.T
-	client  *sipgo.Client
-	dialogs *sipgo.DialogClientCache
-	target  string
+	t        *testing.T
+	client   *sipgo.Client
+	dialogs  *sipgo.DialogClientCache
+	target   string
 	requests chan *sipgosip.Request // in-dialog requests from callwake (BYE, INFO, re-INVITE)
 }
 
