@@ -69,7 +69,7 @@ type Bridge struct {
 	byExt map[string]map[*call]struct{} // calls that ring or talk, by extension
 
 	draining atomic.Bool
-	inFlight sync.WaitGroup
+	changed  chan struct{} // closed and replaced whenever a call ends
 }
 
 // New builds the bridge.
@@ -94,7 +94,7 @@ func New(cfg Config) (*Bridge, error) {
 		return nil, err
 	}
 	return &Bridge{cfg: cfg, log: cfg.Logger.With("component", "bridge"), metrics: m,
-		calls: map[string]*call{}, byExt: map[string]map[*call]struct{}{}}, nil
+		calls: map[string]*call{}, byExt: map[string]map[*call]struct{}{}, changed: make(chan struct{})}, nil
 }
 
 // Drain makes new INVITEs get 503; ringing calls go on.
@@ -105,13 +105,18 @@ func (b *Bridge) Draining() bool { return b.draining.Load() }
 
 // Wait blocks until every call has ended, or ctx ends.
 func (b *Bridge) Wait(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { b.inFlight.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	for {
+		b.mu.Lock()
+		n, changed := len(b.calls), b.changed
+		b.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 
@@ -173,7 +178,6 @@ func (b *Bridge) OnInvite(in *sip.InboundCall) {
 		b.byExt[ext] = map[*call]struct{}{}
 	}
 	b.byExt[ext][c] = struct{}{}
-	b.inFlight.Add(1)
 	b.mu.Unlock()
 	b.metrics.active.Inc()
 	c.run(bindings)
@@ -203,9 +207,10 @@ func (b *Bridge) forget(c *call) {
 	b.release(c)
 	b.mu.Lock()
 	delete(b.calls, c.id)
+	close(b.changed)
+	b.changed = make(chan struct{})
 	b.mu.Unlock()
 	b.metrics.active.Dec()
-	b.inFlight.Done()
 }
 
 func (b *Bridge) lookup(id string) *call {

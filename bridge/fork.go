@@ -19,9 +19,15 @@ type branch struct {
 	deviceID int64 // 0: a binding with no known device
 	binding  sip.Binding
 	leg      *sip.OutboundLeg
+	started  time.Time
 	reached  bool // the phone answered with a 1xx
 	final    int  // final status; 0 while the INVITE is pending
 }
+
+// reforkAfter is how long an INVITE may go without a 1xx before a new
+// REGISTER of the same phone from another address gets a fresh INVITE: the
+// old address is then taken to be dead (the app woke on a new connection).
+const reforkAfter = 2 * time.Second
 
 // branchKey names the phone a binding belongs to.
 func branchKey(b sip.Binding, deviceIDs []int64) string {
@@ -72,7 +78,9 @@ func (c *call) onRegister(ev evRegister) {
 func (c *call) fork(b sip.Binding, deviceIDs []int64) {
 	key := branchKey(b, deviceIDs)
 	if old, ok := c.branches[key]; ok && old.final == 0 {
-		if old.reached || sameBinding(old.binding, b) {
+		sameContact := sameAddress(old.binding.Contact, b.Contact)
+		fresh := c.b.cfg.Now().Sub(old.started) < reforkAfter
+		if old.reached || (sameContact && (old.binding.Source == b.Source || fresh)) {
 			return // a REGISTER retry or refresh: the phone is already ringing
 		}
 		// The app woke on a new connection; the old one never answered.
@@ -104,7 +112,7 @@ func (c *call) fork(b sip.Binding, deviceIDs []int64) {
 		c.log.Warn("INVITE to phone failed", "contact", b.Contact.String(), "err", err)
 		return
 	}
-	br := &branch{key: key, binding: b, leg: leg}
+	br := &branch{key: key, binding: b, leg: leg, started: c.b.cfg.Now()}
 	if len(deviceIDs) > 0 {
 		br.deviceID = deviceIDs[0]
 	}
@@ -118,8 +126,12 @@ func (c *call) fork(b sip.Binding, deviceIDs []int64) {
 	}()
 }
 
-func sameBinding(a, b sip.Binding) bool {
-	return a.Contact.String() == b.Contact.String() && a.Source == b.Source
+// sameAddress compares where two Contacts lead, ignoring parameters other
+// than the transport (push parameters come in any order).
+func sameAddress(a, b sipgo.Uri) bool {
+	ta, _ := a.UriParams.Get("transport")
+	tb, _ := b.UriParams.Get("transport")
+	return a.User == b.User && strings.EqualFold(a.Host, b.Host) && a.Port == b.Port && strings.EqualFold(ta, tb)
 }
 
 // forkHeaders are the headers the phone's INVITE carries besides the SDP:

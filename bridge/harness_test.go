@@ -287,6 +287,7 @@ func newPBX(t *testing.T, e *env) *pbx {
 
 type pbxCall struct {
 	t         *testing.T
+	pbx       *pbx
 	sess      *sipgo.DialogClientSession
 	responses chan *sipgosip.Response
 	result    chan error
@@ -302,7 +303,7 @@ func (p *pbx) call(ext string, headers ...sipgosip.Header) *pbxCall {
 	ctx, cancel := context.WithCancel(context.Background())
 	headers = append(headers, sipgosip.NewHeader("Content-Type", "application/sdp"),
 		sipgosip.NewHeader("P-Asserted-Identity", `"Alice Caller" <sip:+15551234@pbx.test>`))
-	c := &pbxCall{t: p.t, responses: make(chan *sipgosip.Response, 20), result: make(chan error, 1), cancel: cancel, sentAt: time.Now()}
+	c := &pbxCall{t: p.t, pbx: p, responses: make(chan *sipgosip.Response, 20), result: make(chan error, 1), cancel: cancel, sentAt: time.Now()}
 	sess, err := p.dialogs.Invite(ctx, sipgosip.Uri{Scheme: "sip", User: ext, Host: host, Port: port}, []byte(pbxSDP), headers...)
 	if err != nil {
 		p.t.Fatal(err)
