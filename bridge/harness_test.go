@@ -205,6 +205,8 @@ func (e *env) addDevice(ext string, n int) db.Device {
 
 func apnsToken(n int) string { return fmt.Sprintf("%064x", n) }
 
+func sipgoHeader(name, value string) sipgosip.Header { return sipgosip.NewHeader(name, value) }
+
 func (e *env) lastCall(t *testing.T) db.Call {
 	t.Helper()
 	calls, err := e.store.ListCalls(context.Background(), db.CallQuery{Limit: 1})
