@@ -278,3 +278,24 @@ func TestRegisterRetriesGiveOneInvite(t *testing.T) {
 	}
 	e.waitOutcome(t, "busy")
 }
+
+// A phone's 183 with SDP (early media) reaches the PBX with that SDP.
+func TestEarlyMediaIsRelayed(t *testing.T) {
+	e := newEnv(t)
+	e.addExtension("1001")
+	e.addDevice("1001", 1)
+	ph := newPhone(t, e, "1001", "udp")
+	call := newPBX(t, e).call("1001")
+	e.pusher.next(t, push.TypeIncomingCall)
+	ph.register(pushParams(1), 600)
+	in := ph.ring()
+	in.sess.Respond(183, "Session Progress", []byte(phoneSDP), sipgosip.NewHeader("Content-Type", "application/sdp"))
+	progress := call.expect(183)
+	if string(progress.Body()) != phoneSDP {
+		t.Errorf("183 SDP = %q", progress.Body())
+	}
+	in.respond(480, "Temporarily Unavailable")
+	if code := call.final(waitFor); code == 200 {
+		t.Fatal("call answered")
+	}
+}
