@@ -318,3 +318,11 @@ func TestHealthAndMetrics(t *testing.T) {
 		t.Errorf("unhealthy healthz = %s", r.raw)
 	}
 }
+
+func TestProfilesNeedTheAdminToken(t *testing.T) {
+	e := newEnv(t)
+	e.expect(e.do("GET", "/debug/pprof/goroutine?debug=1", "", ""), http.StatusUnauthorized, "admin token")
+	if r := e.do("GET", "/debug/pprof/goroutine?debug=1", adminToken, ""); r.status != http.StatusOK || !strings.Contains(r.raw, "goroutine") {
+		t.Errorf("pprof with token: %d", r.status)
+	}
+}

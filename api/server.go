@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -84,6 +85,10 @@ func New(opts Options) *Server {
 	s.mux.HandleFunc("/api/v1/devices", methods{http.MethodPost: s.registerDevice}.serve)
 	s.mux.HandleFunc("/healthz", methods{http.MethodGet: s.healthz}.serve)
 	s.mux.Handle("/metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
+	// Profiles under load, behind the admin token like the rest of /api.
+	s.mux.HandleFunc("/debug/pprof/", s.adminAny(pprof.Index))
+	s.mux.HandleFunc("/debug/pprof/profile", s.adminAny(pprof.Profile))
+	s.mux.HandleFunc("/debug/pprof/trace", s.adminAny(pprof.Trace))
 	for pattern, h := range opts.ExtraRoutes {
 		s.mux.Handle(pattern, h)
 	}
@@ -115,22 +120,38 @@ func (m methods) serve(w http.ResponseWriter, r *http.Request) {
 	h(w, r)
 }
 
+// adminAny is admin for a handler that takes any method.
+func (s *Server) adminAny(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.authorized(w, r) {
+			h(w, r)
+		}
+	}
+}
+
 // admin checks the bearer token in constant time before the handler runs.
 func (s *Server) admin(m methods) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if s.opts.AdminToken == "" {
-			writeError(w, http.StatusUnauthorized, "the admin API is disabled: set http.admin_token or CALLWAKE_ADMIN_TOKEN")
-			return
+		if s.authorized(w, r) {
+			m.serve(w, r)
 		}
-		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		sum := sha256.Sum256([]byte(token))
-		if !ok || subtle.ConstantTimeCompare(sum[:], s.adminSum[:]) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="callwake"`)
-			writeError(w, http.StatusUnauthorized, "missing or wrong admin token")
-			return
-		}
-		m.serve(w, r)
 	}
+}
+
+// authorized checks the admin bearer token and answers 401 when it fails.
+func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
+	if s.opts.AdminToken == "" {
+		writeError(w, http.StatusUnauthorized, "the admin API is disabled: set http.admin_token or CALLWAKE_ADMIN_TOKEN")
+		return false
+	}
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	sum := sha256.Sum256([]byte(token))
+	if !ok || subtle.ConstantTimeCompare(sum[:], s.adminSum[:]) != 1 {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="callwake"`)
+		writeError(w, http.StatusUnauthorized, "missing or wrong admin token")
+		return false
+	}
+	return true
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
