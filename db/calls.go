@@ -44,7 +44,7 @@ func (s *Store) InsertCall(ctx context.Context, c Call) error {
 	if c.Outcome == "" {
 		c.Outcome = "ringing"
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO calls (id, sip_call_id, extension, caller_name,
+	_, err := s.w.ExecContext(ctx, `INSERT INTO calls (id, sip_call_id, extension, caller_name,
 		caller_number, invite_at, push_at, first_register_at, answer_at, end_at, outcome, status,
 		answered_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.ID, c.SIPCallID, c.Extension, c.CallerName, c.CallerNumber, toMillis(c.InviteAt),
@@ -58,7 +58,7 @@ func (s *Store) InsertCall(ctx context.Context, c Call) error {
 
 // UpdateCall writes the call's timestamps and outcome.
 func (s *Store) UpdateCall(ctx context.Context, c Call) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE calls SET push_at = ?, first_register_at = ?,
+	_, err := s.w.ExecContext(ctx, `UPDATE calls SET push_at = ?, first_register_at = ?,
 		answer_at = ?, end_at = ?, outcome = ?, status = ?, answered_by = ? WHERE id = ?`,
 		toMillis(c.PushAt), toMillis(c.FirstRegisterAt), toMillis(c.AnswerAt), toMillis(c.EndAt),
 		c.Outcome, c.Status, c.AnsweredBy, c.ID)
@@ -70,7 +70,7 @@ func (s *Store) UpdateCall(ctx context.Context, c Call) error {
 
 // GetCall returns one call by callwake's id.
 func (s *Store) GetCall(ctx context.Context, id string) (Call, error) {
-	c, err := scanCall(s.db.QueryRowContext(ctx, `SELECT `+callColumns+` FROM calls WHERE id = ?`, id))
+	c, err := scanCall(s.r.QueryRowContext(ctx, `SELECT `+callColumns+` FROM calls WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Call{}, fmt.Errorf("call %s: %w", id, ErrNotFound)
 	}
@@ -102,7 +102,7 @@ func (s *Store) ListCalls(ctx context.Context, q CallQuery) ([]Call, error) {
 		args = append(args, q.Extension)
 	}
 	args = append(args, q.Limit)
-	rows, err := s.db.QueryContext(ctx, `SELECT `+callColumns+` FROM calls WHERE `+where+
+	rows, err := s.r.QueryContext(ctx, `SELECT `+callColumns+` FROM calls WHERE `+where+
 		` ORDER BY seq DESC LIMIT ?`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("listing calls: %w", err)
@@ -134,7 +134,7 @@ type PushAttempt struct {
 
 // RecordPushAttempt logs a push attempt.
 func (s *Store) RecordPushAttempt(ctx context.Context, a PushAttempt) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO push_attempts (call_id, device_id, provider, type,
+	_, err := s.w.ExecContext(ctx, `INSERT INTO push_attempts (call_id, device_id, provider, type,
 		sent_at, latency_us, outcome, reason, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		a.CallID, a.DeviceID, a.Provider, a.Type, toMillis(a.SentAt), a.Latency.Microseconds(),
 		a.Outcome, a.Reason, a.Status)
@@ -146,7 +146,7 @@ func (s *Store) RecordPushAttempt(ctx context.Context, a PushAttempt) error {
 
 // PushAttempts returns the push attempts of a call, oldest first.
 func (s *Store) PushAttempts(ctx context.Context, callID string) ([]PushAttempt, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT call_id, device_id, provider, type, sent_at,
+	rows, err := s.r.QueryContext(ctx, `SELECT call_id, device_id, provider, type, sent_at,
 		latency_us, outcome, reason, status FROM push_attempts WHERE call_id = ? ORDER BY id`, callID)
 	if err != nil {
 		return nil, fmt.Errorf("listing push attempts of %s: %w", callID, err)

@@ -182,7 +182,7 @@ func findDevice(ctx context.Context, tx *sql.Tx, d Device) (int64, error) {
 
 // ListDevices returns the extension's devices, most recently seen first.
 func (s *Store) ListDevices(ctx context.Context, ext string) ([]Device, error) {
-	out, err := queryDevices(ctx, s.db, `extension = ? ORDER BY last_seen_at DESC, id DESC`, ext)
+	out, err := queryDevices(ctx, s.r, `extension = ? ORDER BY last_seen_at DESC, id DESC`, ext)
 	if err != nil {
 		return nil, fmt.Errorf("listing devices of %s: %w", ext, err)
 	}
@@ -192,7 +192,7 @@ func (s *Store) ListDevices(ctx context.Context, ext string) ([]Device, error) {
 // DeleteDevice removes the extension's device id; ErrNotFound when the
 // extension has no such device.
 func (s *Store) DeleteDevice(ctx context.Context, ext string, id int64) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM devices WHERE extension = ? AND id = ?`, ext, id)
+	res, err := s.w.ExecContext(ctx, `DELETE FROM devices WHERE extension = ? AND id = ?`, ext, id)
 	if err != nil {
 		return fmt.Errorf("deleting device %d: %w", id, err)
 	}
@@ -208,7 +208,7 @@ func (s *Store) DeleteDeviceByToken(ctx context.Context, ext, provider, token st
 	if provider != ProviderFCM {
 		token = strings.ToLower(token)
 	}
-	res, err := s.db.ExecContext(ctx, `DELETE FROM devices WHERE extension = ? AND provider = ? AND token = ?`,
+	res, err := s.w.ExecContext(ctx, `DELETE FROM devices WHERE extension = ? AND provider = ? AND token = ?`,
 		ext, provider, token)
 	if err != nil {
 		return false, fmt.Errorf("deleting device of %s: %w", ext, err)
@@ -219,7 +219,7 @@ func (s *Store) DeleteDeviceByToken(ctx context.Context, ext, provider, token st
 
 // RemoveDevice removes a device whose token the provider declared dead.
 func (s *Store) RemoveDevice(ctx context.Context, id int64, reason string) error {
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM devices WHERE id = ?`, id); err != nil {
+	if _, err := s.w.ExecContext(ctx, `DELETE FROM devices WHERE id = ?`, id); err != nil {
 		return fmt.Errorf("removing device %d (%s): %w", id, reason, err)
 	}
 	return nil
@@ -227,7 +227,7 @@ func (s *Store) RemoveDevice(ctx context.Context, id int64, reason string) error
 
 // MarkPushed records a push to the device and the provider's error, if any.
 func (s *Store) MarkPushed(ctx context.Context, id int64, at time.Time, lastError string) error {
-	if _, err := s.db.ExecContext(ctx, `UPDATE devices SET last_push_at = ?, last_error = ? WHERE id = ?`,
+	if _, err := s.w.ExecContext(ctx, `UPDATE devices SET last_push_at = ?, last_error = ? WHERE id = ?`,
 		toMillis(at), lastError, id); err != nil {
 		return fmt.Errorf("updating device %d: %w", id, err)
 	}

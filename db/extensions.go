@@ -84,7 +84,7 @@ func (s *Store) CreateExtension(ctx context.Context, e Extension) (Extension, er
 		return Extension{}, err
 	}
 	now := s.millis()
-	_, err := s.db.ExecContext(ctx, `INSERT INTO extensions (`+extensionColumns+`)
+	_, err := s.w.ExecContext(ctx, `INSERT INTO extensions (`+extensionColumns+`)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		e.Extension, e.DisplayName, e.Realm, e.HA1MD5, e.HA1SHA256,
 		e.PBXUsername, e.PBXPassword, e.PBXRegistrar, now, now)
@@ -100,7 +100,7 @@ func (s *Store) CreateExtension(ctx context.Context, e Extension) (Extension, er
 
 // GetExtension returns the extension; ErrNotFound when it does not exist.
 func (s *Store) GetExtension(ctx context.Context, ext string) (Extension, error) {
-	e, err := scanExtension(s.db.QueryRowContext(ctx,
+	e, err := scanExtension(s.r.QueryRowContext(ctx,
 		`SELECT `+extensionColumns+` FROM extensions WHERE extension = ?`, ext))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Extension{}, fmt.Errorf("extension %s: %w", ext, ErrNotFound)
@@ -113,7 +113,7 @@ func (s *Store) GetExtension(ctx context.Context, ext string) (Extension, error)
 
 // ListExtensions returns every extension, ordered by id.
 func (s *Store) ListExtensions(ctx context.Context) ([]Extension, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+extensionColumns+` FROM extensions ORDER BY extension`)
+	rows, err := s.r.QueryContext(ctx, `SELECT `+extensionColumns+` FROM extensions ORDER BY extension`)
 	if err != nil {
 		return nil, fmt.Errorf("listing extensions: %w", err)
 	}
@@ -164,7 +164,7 @@ func (s *Store) UpdateExtension(ctx context.Context, ext string, change func(*Ex
 
 // DeleteExtension removes the extension and its devices; the call log stays.
 func (s *Store) DeleteExtension(ctx context.Context, ext string) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM extensions WHERE extension = ?`, ext)
+	res, err := s.w.ExecContext(ctx, `DELETE FROM extensions WHERE extension = ?`, ext)
 	if err != nil {
 		return fmt.Errorf("deleting extension %s: %w", ext, err)
 	}

@@ -26,8 +26,13 @@ var (
 )
 
 // Store is the database. It is safe for concurrent use.
+//
+// Writes go through one connection (w): SQLite has one writer at a time,
+// and queueing writers in Go is far cheaper than SQLite's busy handler,
+// which sleeps. Reads use a pool (r) that WAL lets run beside the writer.
 type Store struct {
-	db  *sql.DB
+	w   *sql.DB
+	r   *sql.DB
 	now func() time.Time
 }
 
@@ -44,41 +49,62 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 }
 
 func open(ctx context.Context, path string, version int, opts ...Option) (*Store, error) {
-	q := url.Values{}
-	q.Add("_pragma", "busy_timeout(10000)")
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "foreign_keys(1)")
-	q.Add("_pragma", "synchronous(NORMAL)")
-	// Immediate transactions take the write lock at BEGIN, so two writers
-	// queue on the busy timeout instead of one failing on lock upgrade.
-	q.Set("_txlock", "immediate")
-	sqlDB, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	dsn := func(readOnly bool) string {
+		q := url.Values{}
+		q.Add("_pragma", "busy_timeout(10000)")
+		q.Add("_pragma", "journal_mode(WAL)")
+		q.Add("_pragma", "foreign_keys(1)")
+		q.Add("_pragma", "synchronous(NORMAL)")
+		if readOnly {
+			q.Add("_pragma", "query_only(1)")
+		} else {
+			// The write lock is taken at BEGIN, so that another process
+			// (the CLI) waits on the busy timeout instead of failing on
+			// a lock upgrade.
+			q.Set("_txlock", "immediate")
+		}
+		return "file:" + path + "?" + q.Encode()
+	}
+	w, err := sql.Open("sqlite", dsn(false))
 	if err != nil {
 		return nil, fmt.Errorf("opening database %s: %w", path, err)
 	}
-	s := &Store{db: sqlDB, now: time.Now}
+	w.SetMaxOpenConns(1)
+	s := &Store{w: w, now: time.Now}
 	for _, o := range opts {
 		o(s)
 	}
-	if err := sqlDB.PingContext(ctx); err != nil {
-		sqlDB.Close()
+	if err := w.PingContext(ctx); err != nil {
+		w.Close()
 		return nil, fmt.Errorf("opening database %s: %w", path, err)
 	}
-	if err := migrate(ctx, sqlDB, version); err != nil {
-		sqlDB.Close()
+	if err := migrate(ctx, w, version); err != nil {
+		w.Close()
 		return nil, fmt.Errorf("migrating database %s: %w", path, err)
 	}
+	// The read pool opens after the migrations, so it never sees a file
+	// without the WAL set up.
+	if s.r, err = sql.Open("sqlite", dsn(true)); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("opening database %s: %w", path, err)
+	}
+	s.r.SetMaxOpenConns(8)
+	s.r.SetMaxIdleConns(8)
 	return s, nil
 }
 
 // Close checkpoints the WAL and closes the database.
 func (s *Store) Close() error {
-	_, _ = s.db.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
-	return s.db.Close()
+	rerr := s.r.Close()
+	_, _ = s.w.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+	return errors.Join(rerr, s.w.Close())
 }
 
 // Ping checks that the database answers.
-func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	return s.r.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+}
 
 // Secret returns the named secret, creating a random one the first time, so
 // that signatures (decline URLs, nonces) stay valid across restarts.
@@ -88,13 +114,13 @@ func (s *Store) Secret(ctx context.Context, name string) ([]byte, error) {
 		return nil, fmt.Errorf("generating secret %s: %w", name, err)
 	}
 	key := "secret." + name
-	if _, err := s.db.ExecContext(ctx,
+	if _, err := s.w.ExecContext(ctx,
 		`INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING`,
 		key, hex.EncodeToString(buf)); err != nil {
 		return nil, fmt.Errorf("storing secret %s: %w", name, err)
 	}
 	var value string
-	if err := s.db.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, key).Scan(&value); err != nil {
+	if err := s.w.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, key).Scan(&value); err != nil {
 		return nil, fmt.Errorf("reading secret %s: %w", name, err)
 	}
 	return hex.DecodeString(value)
@@ -122,7 +148,7 @@ func isUniqueViolation(err error) bool {
 
 // inTx runs fn in a write transaction.
 func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}

@@ -46,7 +46,7 @@ func apnsDevice(ext string, n int) Device {
 
 func schema(t *testing.T, s *Store) string {
 	t.Helper()
-	rows, err := s.db.Query(`SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name`)
+	rows, err := s.r.Query(`SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestMigrationsFromEveryVersion(t *testing.T) {
 				t.Errorf("schema after migrating from v%d differs:\n%s\nwant:\n%s", v, got, want)
 			}
 			var version int
-			s.db.QueryRow("PRAGMA user_version").Scan(&version)
+			s.r.QueryRow("PRAGMA user_version").Scan(&version)
 			if version != SchemaVersion {
 				t.Errorf("version %d, want %d", version, SchemaVersion)
 			}
@@ -116,7 +116,7 @@ func TestNewerSchemaIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.db.Exec(fmt.Sprintf("PRAGMA user_version = %d", SchemaVersion+1))
+	s.w.Exec(fmt.Sprintf("PRAGMA user_version = %d", SchemaVersion+1))
 	s.Close()
 	if _, err := Open(ctx, path); err == nil || !strings.Contains(err.Error(), "newer than this callwake") {
 		t.Fatalf("Open = %v, want a newer-schema error", err)
