@@ -113,7 +113,7 @@ func (c *call) run(bindings []sip.Binding) {
 	}
 	c.startPushes()
 	for _, bnd := range bindings {
-		if bnd.Live {
+		if ringAtOnce(bnd) {
 			c.fork(bnd, c.devicesOf(bnd.PushTargets, bnd.Instance))
 		}
 	}
@@ -165,6 +165,17 @@ func (c *call) run(bindings []sip.Binding) {
 			linger = time.After(lingerAfterEnd)
 		}
 	}
+}
+
+// ringAtOnce tells the bindings that get the INVITE when the call arrives:
+// a live connection (the app is up), and a binding that cannot be pushed
+// (a softphone without push parameters is only reachable directly). Other
+// bindings belong to apps that sleep: the push wakes them.
+func ringAtOnce(b sip.Binding) bool {
+	if b.ConnectionOriented() {
+		return b.Live
+	}
+	return len(b.PushTargets) == 0
 }
 
 func (c *call) handle(ev event) {

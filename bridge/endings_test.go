@@ -319,3 +319,19 @@ func TestLogoutRemovesDevice(t *testing.T) {
 		t.Errorf("call after logout: %d, want 480", code)
 	}
 }
+
+// A softphone registered over UDP without push parameters cannot be woken:
+// it is rung at once.
+func TestPlainUDPSoftphoneRingsAtOnce(t *testing.T) {
+	e := newEnv(t)
+	e.addExtension("1001")
+	ph := newPhone(t, e, "1001", "udp")
+	if status := ph.register(nil, 600); status != 200 {
+		t.Fatalf("REGISTER = %d", status)
+	}
+	call := newPBX(t, e).call("1001")
+	ph.ring().respond(486, "Busy Here")
+	if code := call.final(waitFor); code != 486 {
+		t.Fatalf("PBX got %d, want 486", code)
+	}
+}
