@@ -46,8 +46,8 @@ type Config struct {
 	// RejectedBackoff is the wait after a 403, a 404 or a wrong password:
 	// retrying those sooner only gets callwake's address banned.
 	RejectedBackoff time.Duration
-	// Jitter is the fraction (0..1) by which refresh and retry waits are
-	// shortened at random, so that accounts drift apart.
+	// Jitter is the fraction (below 1) by which refresh and retry waits are
+	// shortened at random, so that accounts drift apart; negative for none.
 	Jitter float64
 	// StartInterval spaces the first REGISTER of each account (at start-up
 	// and after a Sync) so that many accounts do not arrive as one burst.
@@ -68,8 +68,14 @@ func (c *Config) setDefaults() error {
 	if c.Contact == nil {
 		return errors.New("upstream: Config.Contact is required")
 	}
-	if c.Jitter < 0 || c.Jitter >= 1 {
-		return errors.New("upstream: Config.Jitter must be in [0, 1)")
+	if c.Jitter >= 1 {
+		return errors.New("upstream: Config.Jitter must be below 1")
+	}
+	switch {
+	case c.Jitter == 0:
+		c.Jitter = DefaultJitter
+	case c.Jitter < 0:
+		c.Jitter = 0
 	}
 	if c.Expires < 0 || c.RequestTimeout < 0 || c.RetryInitial < 0 || c.RetryMax < 0 ||
 		c.RejectedBackoff < 0 || c.StartInterval < 0 || c.ShutdownTimeout < 0 {

@@ -57,9 +57,10 @@ func newRegistration(m *Manager, acc Account, prev *registration) *registration 
 }
 
 func (r *registration) start(parent context.Context, delay time.Duration) {
-	r.ctx, r.cancel = context.WithCancel(parent)
+	ctx, cancel := context.WithCancel(parent)
+	r.ctx = ctx
 	r.mu.Lock()
-	r.started = true
+	r.started, r.cancel = true, cancel
 	r.mu.Unlock()
 	go r.run(delay)
 }
