@@ -104,12 +104,14 @@ func TestCLIExtensionsAndDevices(t *testing.T) {
 
 func TestCLICalls(t *testing.T) {
 	c := newCLI(t)
-	c.expect(exitOK, "OUTCOME", "", "calls")
+	// Reading commands do not create a database at a mistyped path.
+	c.expect(exitUsage, "no database at", "", "calls")
 	store, _ := db.Open(context.Background(), filepath.Join(filepath.Dir(c.config), "cli.db"))
 	t0 := time.Now()
 	store.InsertCall(context.Background(), db.Call{ID: "call-a", SIPCallID: "x", Extension: "1001", CallerNumber: "555",
 		InviteAt: t0, PushAt: t0.Add(4 * time.Millisecond), Outcome: "timeout", Status: 487})
 	store.Close()
+	c.expect(exitOK, "OUTCOME", "", "calls", "--ext", "9999")
 	c.expect(exitOK, "4ms", "", "calls", "-n", "5")
 	out := c.expect(exitOK, `"push_ms": 4`, "", "calls", "--json")
 	if !strings.Contains(out, `"status": 487`) {
@@ -134,8 +136,8 @@ func TestCLIConfigCheck(t *testing.T) {
 
 func TestCLIPushTestWithoutCredentials(t *testing.T) {
 	c := newCLI(t)
-	c.expect(exitNotFound, "not found", "", "push", "test", "1001")
 	c.expect(exitOK, "added", "", "ext", "add", "1001", "--password", "secret-1001")
+	c.expect(exitNotFound, "not found", "", "push", "test", "9999")
 	c.expect(exitError, "no devices", "", "push", "test", "1001", "--window", "10ms")
 	store, _ := db.Open(context.Background(), filepath.Join(filepath.Dir(c.config), "cli.db"))
 	store.UpsertDevice(context.Background(), db.Device{Extension: "1001", Provider: "fcm", Token: "tok-1"}, 5)

@@ -133,17 +133,32 @@ func (g *globalFlags) loadConfig() (*config.Config, error) {
 	return cfg, nil
 }
 
-// openStore loads the config and opens its database.
-func (g *globalFlags) openStore(ctx context.Context) (*config.Config, *db.Store, error) {
+// openStore loads the config and opens its database. Only a command that
+// adds data may create the file: the others refuse a path with no database,
+// which is most often a db.path that names the wrong file.
+func (g *globalFlags) openStore(ctx context.Context, create bool) (*config.Config, *db.Store, error) {
 	cfg, err := g.loadConfig()
 	if err != nil {
 		return nil, nil, err
+	}
+	if _, err := os.Stat(cfg.DB.Path); !create && errors.Is(err, os.ErrNotExist) {
+		return nil, nil, usageError("no database at %s (db.path of %s): check --config or --db", cfg.DB.Path, cfg.File)
 	}
 	store, err := db.Open(ctx, cfg.DB.Path)
 	if err != nil {
 		return nil, nil, err
 	}
 	return cfg, store, nil
+}
+
+// withStore runs fn with the config and the open database, then closes it.
+func (g *globalFlags) withStore(cmd *cobra.Command, create bool, fn func(*config.Config, *db.Store) error) error {
+	cfg, store, err := g.openStore(cmd.Context(), create)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	return fn(cfg, store)
 }
 
 // exactArgs is cobra.ExactArgs with a usage exit code and a pointer to --help.

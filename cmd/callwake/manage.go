@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/callwake/callwake/api"
+	"github.com/callwake/callwake/config"
 	"github.com/callwake/callwake/db"
 )
 
@@ -77,20 +78,17 @@ extension (register mode).`,
 					*dst = &v
 				}
 			}
-			cfg, store, err := g.openStore(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer store.Close()
-			e := db.Extension{Extension: args[0]}
-			if err := input.Apply(&e, cfg.Realm()); err != nil {
-				return usageError("%v", err)
-			}
-			if _, err := store.CreateExtension(cmd.Context(), e); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "extension %s added: register the app as sip:%s@%s\n", e.Extension, e.Extension, cfg.Realm())
-			return nil
+			return g.withStore(cmd, true, func(cfg *config.Config, store *db.Store) error {
+				e := db.Extension{Extension: args[0]}
+				if err := input.Apply(&e, cfg.Realm()); err != nil {
+					return usageError("%v", err)
+				}
+				if _, err := store.CreateExtension(cmd.Context(), e); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "extension %s added: register the app as sip:%s@%s\n", e.Extension, e.Extension, cfg.Realm())
+				return nil
+			})
 		},
 	}
 	add.Flags().StringVar(&in.password, "password", "", "the app's SIP password (8-128 characters)")
@@ -105,38 +103,35 @@ extension (register mode).`,
 		Short: "List extensions with their device counts",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, store, err := g.openStore(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer store.Close()
-			exts, err := store.ListExtensions(cmd.Context())
-			if err != nil {
-				return err
-			}
-			type row struct {
-				Extension   string `json:"extension"`
-				DisplayName string `json:"display_name"`
-				Devices     int    `json:"devices"`
-				PBXUsername string `json:"pbx_username,omitempty"`
-			}
-			rows := make([]row, 0, len(exts))
-			for _, e := range exts {
-				devs, err := store.ListDevices(cmd.Context(), e.Extension)
+			return g.withStore(cmd, false, func(_ *config.Config, store *db.Store) error {
+				exts, err := store.ListExtensions(cmd.Context())
 				if err != nil {
 					return err
 				}
-				rows = append(rows, row{e.Extension, e.DisplayName, len(devs), e.PBXUsername})
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), rows)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "EXTENSION\tNAME\tDEVICES\tPBX USER")
-			for _, r := range rows {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r.Extension, r.DisplayName, r.Devices, r.PBXUsername)
-			}
-			return tw.Flush()
+				type row struct {
+					Extension   string `json:"extension"`
+					DisplayName string `json:"display_name"`
+					Devices     int    `json:"devices"`
+					PBXUsername string `json:"pbx_username,omitempty"`
+				}
+				rows := make([]row, 0, len(exts))
+				for _, e := range exts {
+					devs, err := store.ListDevices(cmd.Context(), e.Extension)
+					if err != nil {
+						return err
+					}
+					rows = append(rows, row{e.Extension, e.DisplayName, len(devs), e.PBXUsername})
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), rows)
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "EXTENSION\tNAME\tDEVICES\tPBX USER")
+				for _, r := range rows {
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", r.Extension, r.DisplayName, r.Devices, r.PBXUsername)
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -146,30 +141,27 @@ extension (register mode).`,
 		Short: "Show an extension and its devices",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			_, store, err := g.openStore(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer store.Close()
-			e, err := store.GetExtension(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			devs, err := store.ListDevices(cmd.Context(), e.Extension)
-			if err != nil {
-				return err
-			}
-			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "extension:    %s\ndisplay name: %s\ncreated:      %s\n", e.Extension, e.DisplayName, e.CreatedAt.Format(time.RFC3339))
-			if e.PBXUsername != "" {
-				fmt.Fprintf(w, "pbx user:     %s\n", e.PBXUsername)
-			}
-			if e.PBXRegistrar != "" {
-				fmt.Fprintf(w, "pbx registrar: %s\n", e.PBXRegistrar)
-			}
-			fmt.Fprintf(w, "devices:      %d\n", len(devs))
-			printDevices(w, devs)
-			return nil
+			return g.withStore(cmd, false, func(_ *config.Config, store *db.Store) error {
+				e, err := store.GetExtension(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				devs, err := store.ListDevices(cmd.Context(), e.Extension)
+				if err != nil {
+					return err
+				}
+				w := cmd.OutOrStdout()
+				fmt.Fprintf(w, "extension:    %s\ndisplay name: %s\ncreated:      %s\n", e.Extension, e.DisplayName, e.CreatedAt.Format(time.RFC3339))
+				if e.PBXUsername != "" {
+					fmt.Fprintf(w, "pbx user:     %s\n", e.PBXUsername)
+				}
+				if e.PBXRegistrar != "" {
+					fmt.Fprintf(w, "pbx registrar: %s\n", e.PBXRegistrar)
+				}
+				fmt.Fprintf(w, "devices:      %d\n", len(devs))
+				printDevices(w, devs)
+				return nil
+			})
 		},
 	}
 
@@ -178,16 +170,13 @@ extension (register mode).`,
 		Short: "Remove an extension and its devices (the call log stays)",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			_, store, err := g.openStore(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer store.Close()
-			if err := store.DeleteExtension(cmd.Context(), args[0]); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "extension %s removed\n", args[0])
-			return nil
+			return g.withStore(cmd, false, func(_ *config.Config, store *db.Store) error {
+				if err := store.DeleteExtension(cmd.Context(), args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "extension %s removed\n", args[0])
+				return nil
+			})
 		},
 	}
 	cmd.AddCommand(add, list, show, rm)
@@ -226,26 +215,23 @@ func newDeviceCmd(g *globalFlags) *cobra.Command {
 		Short: "List the devices callwake pushes for an extension",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			_, store, err := g.openStore(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer store.Close()
-			if _, err := store.GetExtension(cmd.Context(), args[0]); err != nil {
-				return err
-			}
-			devs, err := store.ListDevices(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), devs)
-			}
-			if len(devs) == 0 {
-				fmt.Fprintf(cmd.OutOrStdout(), "extension %s has no devices\n", args[0])
-			}
-			printDevices(cmd.OutOrStdout(), devs)
-			return nil
+			return g.withStore(cmd, false, func(_ *config.Config, store *db.Store) error {
+				if _, err := store.GetExtension(cmd.Context(), args[0]); err != nil {
+					return err
+				}
+				devs, err := store.ListDevices(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), devs)
+				}
+				if len(devs) == 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "extension %s has no devices\n", args[0])
+				}
+				printDevices(cmd.OutOrStdout(), devs)
+				return nil
+			})
 		},
 	}
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -258,16 +244,13 @@ func newDeviceCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return usageError("device id %q is not a number (see callwake device list %s)", args[1], args[0])
 			}
-			_, store, err := g.openStore(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer store.Close()
-			if err := store.DeleteDevice(cmd.Context(), args[0], id); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "device %d of %s removed\n", id, args[0])
-			return nil
+			return g.withStore(cmd, false, func(_ *config.Config, store *db.Store) error {
+				if err := store.DeleteDevice(cmd.Context(), args[0], id); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "device %d of %s removed\n", id, args[0])
+				return nil
+			})
 		},
 	}
 	cmd.AddCommand(list, rm)
@@ -289,34 +272,31 @@ answer; DURATION is the talk time.`,
 			if limit < 1 || limit > 1000 {
 				return usageError("--limit must be 1-1000")
 			}
-			_, store, err := g.openStore(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer store.Close()
-			calls, err := store.ListCalls(cmd.Context(), db.CallQuery{Limit: limit, Extension: ext})
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				views := make([]any, 0, len(calls))
+			return g.withStore(cmd, false, func(_ *config.Config, store *db.Store) error {
+				calls, err := store.ListCalls(cmd.Context(), db.CallQuery{Limit: limit, Extension: ext})
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					views := make([]any, 0, len(calls))
+					for _, c := range calls {
+						views = append(views, api.CallView(c))
+					}
+					return printJSON(cmd.OutOrStdout(), views)
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "TIME\tEXT\tCALLER\tOUTCOME\tSTATUS\tPUSH\tREG\tANSWER\tDURATION\tCALL ID")
 				for _, c := range calls {
-					views = append(views, api.CallView(c))
+					caller := c.CallerNumber
+					if c.CallerName != "" {
+						caller = fmt.Sprintf("%s <%s>", c.CallerName, c.CallerNumber)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", c.InviteAt.Local().Format("2006-01-02 15:04:05"),
+						c.Extension, caller, c.Outcome, c.Status, msSince(c.InviteAt, c.PushAt), msSince(c.InviteAt, c.FirstRegisterAt),
+						msSince(c.InviteAt, c.AnswerAt), durationOf(c.AnswerAt, c.EndAt), c.ID)
 				}
-				return printJSON(cmd.OutOrStdout(), views)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TIME\tEXT\tCALLER\tOUTCOME\tSTATUS\tPUSH\tREG\tANSWER\tDURATION\tCALL ID")
-			for _, c := range calls {
-				caller := c.CallerNumber
-				if c.CallerName != "" {
-					caller = fmt.Sprintf("%s <%s>", c.CallerName, c.CallerNumber)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", c.InviteAt.Local().Format("2006-01-02 15:04:05"),
-					c.Extension, caller, c.Outcome, c.Status, msSince(c.InviteAt, c.PushAt), msSince(c.InviteAt, c.FirstRegisterAt),
-					msSince(c.InviteAt, c.AnswerAt), durationOf(c.AnswerAt, c.EndAt), c.ID)
-			}
-			return tw.Flush()
+				return tw.Flush()
+			})
 		},
 	}
 	cmd.Flags().IntVarP(&limit, "limit", "n", 20, "how many calls (1-1000)")

@@ -91,44 +91,41 @@ delivered.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-			cfg, store, err := g.openStore(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer store.Close()
-			svc, err := newPusher(cmd.Context(), cfg, store, logger, nil)
-			if err != nil {
-				return err
-			}
-			defer svc.Close()
-			if cmd.Flags().Changed("window") {
-				svc.Window = window
-			}
-			if _, err := store.GetExtension(cmd.Context(), args[0]); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "pushing %s; call_cancelled follows in %s\n", args[0], svc.Window)
-			results, err := svc.TestPush(cmd.Context(), args[0], true)
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "DEVICE\tPROVIDER\tOUTCOME\tREASON\tATTEMPTS\tLATENCY")
-			ok := 0
-			for _, r := range api.TestPushView(results) {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\n", r.DeviceID, r.Provider, r.Outcome, r.Reason, r.Attempts, r.Latency)
-				if r.Outcome == push.OutcomeDelivered || r.Outcome == push.OutcomeDisabled {
-					ok++
+			return g.withStore(cmd, false, func(cfg *config.Config, store *db.Store) error {
+				svc, err := newPusher(cmd.Context(), cfg, store, logger, nil)
+				if err != nil {
+					return err
 				}
-			}
-			tw.Flush()
-			if len(results) == 0 {
-				return fmt.Errorf("extension %s has no devices to push", args[0])
-			}
-			if ok == 0 {
-				return fmt.Errorf("no push was delivered")
-			}
-			return nil
+				defer svc.Close()
+				if cmd.Flags().Changed("window") {
+					svc.Window = window
+				}
+				if _, err := store.GetExtension(cmd.Context(), args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "pushing %s; call_cancelled follows in %s\n", args[0], svc.Window)
+				results, err := svc.TestPush(cmd.Context(), args[0], true)
+				if err != nil {
+					return err
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "DEVICE\tPROVIDER\tOUTCOME\tREASON\tATTEMPTS\tLATENCY")
+				ok := 0
+				for _, r := range api.TestPushView(results) {
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\n", r.DeviceID, r.Provider, r.Outcome, r.Reason, r.Attempts, r.Latency)
+					if r.Outcome == push.OutcomeDelivered || r.Outcome == push.OutcomeDisabled {
+						ok++
+					}
+				}
+				tw.Flush()
+				if len(results) == 0 {
+					return fmt.Errorf("extension %s has no devices to push", args[0])
+				}
+				if ok == 0 {
+					return fmt.Errorf("no push was delivered")
+				}
+				return nil
+			})
 		},
 	}
 	test.Flags().DurationVar(&window, "window", 0, "ring window before the call_cancelled push (default calls.ring_timeout)")
