@@ -299,3 +299,67 @@ func TestEarlyMediaIsRelayed(t *testing.T) {
 		t.Fatal("call answered")
 	}
 }
+
+func toTag(r *sipgosip.Response) string {
+	tag, _ := r.To().Params.Get("tag")
+	return tag
+}
+
+// Every response to the PBX's INVITE carries the same To tag (RFC 3261
+// 8.2.6.2): otherwise the PBX sees the 180 and the 200 as two dialogs.
+func TestOneToTagForEveryResponse(t *testing.T) {
+	e := newEnv(t)
+	e.addExtension("1001")
+	e.addDevice("1001", 1)
+	call, _, _ := answered(t, e)
+	ringing := call.expect(180)
+	if toTag(ringing) == "" || toTag(ringing) != toTag(call.sess.InviteResponse) {
+		t.Errorf("180 tag %q, 200 tag %q", toTag(ringing), toTag(call.sess.InviteResponse))
+	}
+	call.sess.Bye(t.Context())
+
+	cancelled := newPBX(t, e).call("1001")
+	ringing = cancelled.expect(180)
+	cancelled.cancel()
+	<-cancelled.result
+	if final := cancelled.sess.InviteResponse; final == nil || final.StatusCode != 487 || toTag(final) != toTag(ringing) {
+		t.Errorf("487 %v with tag %q, 180 tag %q", final, toTag(final), toTag(ringing))
+	}
+}
+
+// A late offer: the PBX's INVITE has no SDP, the phone's 200 carries the
+// offer, and the PBX's ACK carries the answer, which the phone must get.
+func TestLateOfferAnswerReachesPhone(t *testing.T) {
+	e := newEnv(t)
+	e.addExtension("1001")
+	e.addDevice("1001", 1)
+	ph := newPhone(t, e, "1001", "udp")
+	call := newPBX(t, e).invite("1001", nil)
+	e.pusher.next(t, push.TypeIncomingCall)
+	ph.register(pushParams(1), 600)
+	in := ph.ring()
+	if len(in.req.Body()) != 0 {
+		t.Fatalf("phone's INVITE has a body: %q", in.req.Body())
+	}
+	go in.sess.RespondSDP([]byte(phoneSDP))
+	if code := call.final(waitFor); code != 200 {
+		t.Fatalf("PBX got %d", code)
+	}
+	ack := sipgosip.NewRequest(sipgosip.ACK, call.sess.InviteResponse.Contact().Address)
+	ack.SetBody([]byte(pbxSDP))
+	ack.AppendHeader(sipgosip.NewHeader("Content-Type", "application/sdp"))
+	if err := call.sess.WriteAck(t.Context(), ack); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-ph.acks:
+		if string(got.Body()) != pbxSDP {
+			t.Errorf("phone's ACK body = %q, want the PBX's answer", got.Body())
+		}
+	case <-time.After(waitFor):
+		t.Fatal("phone never got its ACK")
+	}
+	close(in.finished)
+	call.sess.Bye(t.Context())
+	e.waitOutcome(t, "completed")
+}

@@ -238,7 +238,7 @@ func (c *call) answer(br *branch, res *sipgo.Response) {
 		c.log.Warn("acknowledging the phone's 200 failed", "err", err)
 		return
 	}
-	pbx, err := c.in.Answer(res.Body(), contentType(res))
+	pbx, err := c.in.Answer(phone, res)
 	if err != nil {
 		// The PBX gave up at the same moment.
 		c.log.Info("answering the PBX failed: hanging up the phone", "err", err)

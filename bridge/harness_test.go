@@ -298,15 +298,23 @@ type pbxCall struct {
 	seen      []*sipgosip.Response
 }
 
-// call sends an INVITE for ext through callwake.
+// call sends an INVITE for ext through callwake, with an SDP offer.
 func (p *pbx) call(ext string, headers ...sipgosip.Header) *pbxCall {
+	p.t.Helper()
+	return p.invite(ext, []byte(pbxSDP), headers...)
+}
+
+// invite sends an INVITE with the given body (nil: a late offer).
+func (p *pbx) invite(ext string, body []byte, headers ...sipgosip.Header) *pbxCall {
 	p.t.Helper()
 	host, port := hostPort(p.t, p.target)
 	ctx, cancel := context.WithCancel(context.Background())
-	headers = append(headers, sipgosip.NewHeader("Content-Type", "application/sdp"),
-		sipgosip.NewHeader("P-Asserted-Identity", `"Alice Caller" <sip:+15551234@pbx.test>`))
+	headers = append(headers, sipgosip.NewHeader("P-Asserted-Identity", `"Alice Caller" <sip:+15551234@pbx.test>`))
+	if body != nil {
+		headers = append(headers, sipgosip.NewHeader("Content-Type", "application/sdp"))
+	}
 	c := &pbxCall{t: p.t, pbx: p, responses: make(chan *sipgosip.Response, 20), result: make(chan error, 1), cancel: cancel, sentAt: time.Now()}
-	sess, err := p.dialogs.Invite(ctx, sipgosip.Uri{Scheme: "sip", User: ext, Host: host, Port: port}, []byte(pbxSDP), headers...)
+	sess, err := p.dialogs.Invite(ctx, sipgosip.Uri{Scheme: "sip", User: ext, Host: host, Port: port}, body, headers...)
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -381,6 +389,7 @@ type phone struct {
 	cseq      uint32
 	dialogs   *sipgo.DialogServerCache
 	invites   chan *incoming
+	acks      chan *sipgosip.Request
 	byes      chan *sipgosip.Request
 	infos     chan *sipgosip.Request
 	close     func()
@@ -431,7 +440,7 @@ func newPhone(t *testing.T, e *env, ext, transport string) *phone {
 	p := &phone{t: t, e: e, ext: ext, client: client, transport: transport,
 		contact: sipgosip.Uri{Scheme: "sip", User: ext, Host: host, Port: port, UriParams: sipgosip.NewParams(), Headers: sipgosip.NewParams()},
 		callID:  fmt.Sprintf("reg-%d@phone", time.Now().UnixNano()),
-		invites: make(chan *incoming, 10), byes: make(chan *sipgosip.Request, 10), infos: make(chan *sipgosip.Request, 10)}
+		invites: make(chan *incoming, 10), acks: make(chan *sipgosip.Request, 10), byes: make(chan *sipgosip.Request, 10), infos: make(chan *sipgosip.Request, 10)}
 	if transport != "udp" {
 		p.contact.UriParams.Add("transport", transport)
 	}
@@ -456,7 +465,10 @@ func newPhone(t *testing.T, e *env, ext, transport string) *phone {
 		case <-tx.Done():
 		}
 	})
-	srv.OnAck(func(req *sipgosip.Request, tx sipgosip.ServerTransaction) { p.dialogs.ReadAck(req, tx) })
+	srv.OnAck(func(req *sipgosip.Request, tx sipgosip.ServerTransaction) {
+		p.dialogs.ReadAck(req, tx)
+		p.acks <- req
+	})
 	srv.OnBye(func(req *sipgosip.Request, tx sipgosip.ServerTransaction) {
 		if err := p.dialogs.ReadBye(req, tx); err != nil {
 			tx.Respond(sipgosip.NewResponseFromRequest(req, 481, "No Dialog", nil))

@@ -42,6 +42,8 @@ type SIP struct {
 	// TLSCertFile and TLSKeyFile serve the tls: and wss: listeners.
 	TLSCertFile File `yaml:"tls_cert_file"`
 	TLSKeyFile  File `yaml:"tls_key_file"`
+	// DigestAlgorithms are challenged to phones, in order.
+	DigestAlgorithms []string `yaml:"digest_algorithms"`
 }
 
 // PBX is the upstream PBX: register mode and trunk mode.
@@ -121,7 +123,8 @@ const (
 // Default returns the configuration used for every key a file leaves out.
 func Default() Config {
 	return Config{
-		SIP: SIP{Listen: []Listen{{"udp", "0.0.0.0:5060"}, {"tcp", "0.0.0.0:5060"}}},
+		SIP: SIP{Listen: []Listen{{"udp", "0.0.0.0:5060"}, {"tcp", "0.0.0.0:5060"}},
+			DigestAlgorithms: []string{"SHA-256", "MD5"}},
 		PBX: PBX{RegisterExpires: Duration(300 * time.Second)},
 		Calls: Calls{
 			RingTimeout:   Duration(45 * time.Second),
@@ -257,6 +260,14 @@ func (c *Config) validate() []fieldError {
 	}
 	missing("sip.tls_cert_file", c.SIP.TLSCertFile)
 	missing("sip.tls_key_file", c.SIP.TLSKeyFile)
+	if len(c.SIP.DigestAlgorithms) == 0 {
+		add("sip.digest_algorithms", "name at least one of SHA-256, MD5")
+	}
+	for _, alg := range c.SIP.DigestAlgorithms {
+		if alg != "SHA-256" && alg != "MD5" {
+			add("sip.digest_algorithms", "%q is not SHA-256 or MD5", alg)
+		}
+	}
 	if c.SIP.Domain != "" && !validHostname(c.SIP.Domain) && net.ParseIP(c.SIP.Domain) == nil {
 		add("sip.domain", "%q is not a domain name", c.SIP.Domain)
 	}

@@ -79,6 +79,7 @@ func TestBadConfigs(t *testing.T) {
 		"syntax.bad.yml":          {"syntax.bad.yml:", "did not find expected"},
 		"tls_no_cert.bad.yml":     {"tls_no_cert.bad.yml:2: ", "need sip.tls_cert_file"},
 		"max_devices.bad.yml":     {"max_devices.bad.yml:2: ", "devices.max_per_extension", "out of range"},
+		"digest.bad.yml":          {"digest.bad.yml:2: ", "sip.digest_algorithms", `"SHA-512" is not SHA-256 or MD5`},
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yml")
 	if len(files) != len(want) {

@@ -75,6 +75,20 @@ var migrations = []string{
 		key   TEXT PRIMARY KEY,
 		value TEXT NOT NULL
 	);`,
+
+	// 4: register mode: the state of each extension's registration to the
+	// PBX, written by the daemon so that the CLI can show it.
+	`CREATE TABLE registrations (
+		extension       TEXT PRIMARY KEY REFERENCES extensions(extension) ON DELETE CASCADE,
+		status          TEXT NOT NULL,
+		registrar       TEXT NOT NULL DEFAULT '',
+		expires_at      INTEGER NOT NULL DEFAULT 0,
+		last_success_at INTEGER NOT NULL DEFAULT 0,
+		last_error      TEXT NOT NULL DEFAULT '',
+		last_error_at   INTEGER NOT NULL DEFAULT 0,
+		next_attempt_at INTEGER NOT NULL DEFAULT 0,
+		updated_at      INTEGER NOT NULL
+	);`,
 }
 
 // SchemaVersion is the version a fully migrated database has.

@@ -350,3 +350,33 @@ func TestSecretIsStable(t *testing.T) {
 		t.Error("secret not stable per name")
 	}
 }
+
+func TestRegistrationStates(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	addExtension(t, s, "1001")
+	addExtension(t, s, "1002")
+	exp := time.UnixMilli(1_800_000_000_000).UTC()
+	err := s.SaveRegistrations(ctx, []Registration{
+		{Extension: "1001", Status: "registered", Registrar: "sip:pbx", ExpiresAt: exp},
+		{Extension: "1002", Status: "failing", LastError: "403 Forbidden"},
+		{Extension: "9999", Status: "registered"}, // deleted meanwhile: skipped
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.GetRegistration(ctx, "1001")
+	if err != nil || r.Status != "registered" || !r.ExpiresAt.Equal(exp) || r.Registrar != "sip:pbx" {
+		t.Fatalf("1001 = %+v, %v", r, err)
+	}
+	if _, err := s.GetRegistration(ctx, "9999"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("9999: %v", err)
+	}
+	// The next save replaces the set: 1002 left register mode.
+	if err := s.SaveRegistrations(ctx, []Registration{{Extension: "1001", Status: "failing"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetRegistration(ctx, "1002"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("1002 kept: %v", err)
+	}
+}

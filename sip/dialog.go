@@ -40,7 +40,10 @@ type Dialog struct {
 	ended   chan struct{}
 	endOnce sync.Once
 	lastAck atomic.Pointer[sip.Request] // our last ACK (UAC side), resent on a 2xx retransmission
-	pending atomic.Pointer[pendingAck]  // a relayed re-INVITE waiting for the peer's ACK body
+	// ackPending is the CSeq of our initial INVITE whose 2xx is not yet
+	// acknowledged: a late offer, answered by the ACK the PBX sends.
+	ackPending uint32
+	pending    atomic.Pointer[pendingAck] // a relayed re-INVITE waiting for the peer's ACK body
 }
 
 // pendingAck is a delayed-offer re-INVITE: the peer's ACK for CSeq seq

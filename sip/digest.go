@@ -107,22 +107,30 @@ type DigestConfig struct {
 	Secret []byte
 	// NonceTTL defaults to DefaultNonceTTL.
 	NonceTTL time.Duration
-	Store    CredentialStore
-	Now      func() time.Time
-	Logger   *slog.Logger
+	// Algorithms are challenged in this order; default SHA-256 then MD5.
+	// Some SIP stacks (libre 1.x, under older baresip) fail on any
+	// SHA-256 challenge: for them an admin offers MD5 alone.
+	Algorithms []string
+	Store      CredentialStore
+	Now        func() time.Time
+	Logger     *slog.Logger
 }
+
+// DefaultAlgorithms are the digest algorithms challenged by default.
+var DefaultAlgorithms = []string{AlgorithmSHA256, AlgorithmMD5}
 
 // DigestAuth is server-side digest authentication (RFC 3261 22, RFC 8760)
 // with stateless nonces: base64url(timestamp || HMAC(secret, timestamp ||
 // realm)). A nonce can be replayed until it expires; for REGISTER the
 // registrar's CSeq check (RFC 3261 10.3 step 7) refuses a replayed request.
 type DigestAuth struct {
-	realm    string
-	secret   []byte
-	nonceTTL time.Duration
-	store    CredentialStore
-	now      func() time.Time
-	log      *slog.Logger
+	realm      string
+	algorithms []string
+	secret     []byte
+	nonceTTL   time.Duration
+	store      CredentialStore
+	now        func() time.Time
+	log        *slog.Logger
 }
 
 // NewDigestAuth checks cfg and returns a DigestAuth.
@@ -136,13 +144,23 @@ func NewDigestAuth(cfg DigestConfig) (*DigestAuth, error) {
 	if cfg.NonceTTL < 0 {
 		return nil, fmt.Errorf("digest: negative nonce lifetime %v", cfg.NonceTTL)
 	}
+	algorithms := cfg.Algorithms
+	if len(algorithms) == 0 {
+		algorithms = DefaultAlgorithms
+	}
+	for _, alg := range algorithms {
+		if alg != AlgorithmSHA256 && alg != AlgorithmMD5 {
+			return nil, fmt.Errorf("digest: algorithm %q is not %s or %s", alg, AlgorithmSHA256, AlgorithmMD5)
+		}
+	}
 	a := &DigestAuth{
-		realm:    cfg.Realm,
-		secret:   cfg.Secret,
-		nonceTTL: cfg.NonceTTL,
-		store:    cfg.Store,
-		now:      cfg.Now,
-		log:      cfg.Logger,
+		realm:      cfg.Realm,
+		algorithms: algorithms,
+		secret:     cfg.Secret,
+		nonceTTL:   cfg.NonceTTL,
+		store:      cfg.Store,
+		now:        cfg.Now,
+		log:        cfg.Logger,
 	}
 	if len(a.secret) == 0 {
 		a.secret = make([]byte, 32)
@@ -171,7 +189,7 @@ func (a *DigestAuth) Realm() string { return a.realm }
 func (a *DigestAuth) Challenges(stale bool) []string {
 	nonce := a.newNonce()
 	values := make([]string, 0, 2)
-	for _, alg := range []string{AlgorithmSHA256, AlgorithmMD5} {
+	for _, alg := range a.algorithms {
 		chal := digest.Challenge{
 			Realm:     a.realm,
 			Nonce:     nonce,
@@ -264,13 +282,27 @@ func (a *DigestAuth) findCredentials(req *sip.Request) (*digest.Credentials, Aut
 			result = AuthInvalid
 			continue
 		}
-		if credentialHash(cred) == nil {
+		if credentialHash(cred) == nil || !a.offered(cred.Algorithm) {
 			result = AuthInvalid
 			continue
 		}
 		return cred, AuthOK
 	}
 	return nil, result
+}
+
+// offered reports whether an answer's algorithm is one we challenge with
+// (no algorithm means MD5).
+func (a *DigestAuth) offered(alg string) bool {
+	if alg == "" {
+		alg = AlgorithmMD5
+	}
+	for _, o := range a.algorithms {
+		if strings.EqualFold(o, alg) {
+			return true
+		}
+	}
+	return false
 }
 
 // response computes the expected request-digest (RFC 2617 3.2.2.1). The uri

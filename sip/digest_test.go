@@ -272,3 +272,23 @@ func TestDigestNoQOPTolerated(t *testing.T) {
 		t.Fatalf("Verify = %v, want %v", got, AuthOK)
 	}
 }
+
+// An admin may offer MD5 alone for phones whose stack fails on SHA-256; an
+// answer with an algorithm not offered is refused.
+func TestDigestAlgorithmsAreConfigurable(t *testing.T) {
+	store := &passwordStore{passwords: testPasswords}
+	a, err := NewDigestAuth(DigestConfig{Realm: testRealm, Store: store, Algorithms: []string{AlgorithmMD5}, Logger: quietLogger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	chals := a.Challenges(false)
+	if len(chals) != 1 || !strings.Contains(chals[0], "MD5") {
+		t.Fatalf("challenges = %v", chals)
+	}
+	if _, err := NewDigestAuth(DigestConfig{Realm: testRealm, Store: store, Algorithms: []string{"SHA-512"}}); err == nil {
+		t.Error("unknown algorithm accepted")
+	}
+	if a.offered(AlgorithmSHA256) || !a.offered("") || !a.offered("md5") {
+		t.Error("offered() disagrees with the configured algorithms")
+	}
+}

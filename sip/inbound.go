@@ -33,6 +33,14 @@ func (s *Service) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		s.inDialog(req, tx) // re-INVITE
 		return
 	}
+	// Every response to this INVITE carries one To tag (RFC 3261 8.2.6.2),
+	// including the 487 the transaction layer builds on CANCEL from the
+	// request itself: so the tag goes on the request, before any response
+	// (whose sending orders this write before the transaction's reads).
+	toTag := sip.GenerateTagN(16)
+	if to := req.To(); to != nil {
+		to.Params.Add("tag", toTag)
+	}
 	// 100 Trying at once: the PBX must stop retransmitting now, not after
 	// the transaction layer's 200 ms timer.
 	s.respond(tx, req, sip.StatusTrying, "Trying")
@@ -48,7 +56,7 @@ func (s *Service) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		s.respond(tx, req, sip.StatusBadRequest, "Bad Request (missing Contact, CSeq, From or To)")
 		return
 	}
-	call := &InboundCall{svc: s, req: req, tx: tx, toTag: sip.GenerateTagN(16), ext: extensionOf(req),
+	call := &InboundCall{svc: s, req: req, tx: tx, toTag: toTag, ext: extensionOf(req),
 		done: make(chan struct{})}
 	tx.OnCancel(func(*sip.Request) {
 		call.cancelled = true
@@ -68,6 +76,11 @@ func (s *Service) trustedSource(req *sip.Request, tx sip.ServerTransaction) bool
 		ip := addrPort.Addr().Unmap()
 		for _, p := range s.cfg.Trusted {
 			if p.Contains(ip) {
+				return true
+			}
+		}
+		if hosts := s.trustedHosts.Load(); hosts != nil {
+			if _, ok := (*hosts)[ip]; ok {
 				return true
 			}
 		}
@@ -158,7 +171,7 @@ func uriNumber(u sip.Uri) string {
 
 func (c *InboundCall) response(code int, reason string, body []byte, headers []sip.Header) *sip.Response {
 	res := sip.NewResponseFromRequest(c.req, code, reason, body)
-	if to := res.To(); to != nil && code > 100 && !to.Params.Has("tag") {
+	if to := res.To(); to != nil {
 		to.Params.Add("tag", c.toTag)
 	}
 	for _, h := range headers {
@@ -199,10 +212,12 @@ func (c *InboundCall) Reject(code int, reason string, headers ...sip.Header) err
 	return c.tx.Respond(c.response(code, reason, nil, headers))
 }
 
-// Answer sends 200 OK with body (the device's SDP) and returns the
+// Answer answers the PBX with the phone's 2xx (its SDP) and returns the
 // established dialog with the PBX. The 200 is retransmitted until the PBX's
-// ACK, as RFC 6026 leaves to the transaction user.
-func (c *InboundCall) Answer(body []byte, contentType string, headers ...sip.Header) (*Dialog, error) {
+// ACK, as RFC 6026 leaves to the transaction user. When the PBX's INVITE
+// had no offer, the phone's 2xx carried it and the PBX's ACK carries the
+// answer: that ACK is passed on to the phone, whose dialog waits for it.
+func (c *InboundCall) Answer(phone *Dialog, ok *sip.Response) (*Dialog, error) {
 	c.mu.Lock()
 	if c.answered {
 		c.mu.Unlock()
@@ -211,16 +226,21 @@ func (c *InboundCall) Answer(body []byte, contentType string, headers ...sip.Hea
 	c.answered = true
 	c.mu.Unlock()
 
-	if contentType != "" {
-		headers = append(headers, sip.NewHeader("Content-Type", contentType))
+	var headers []sip.Header
+	if ct := ok.GetHeader("Content-Type"); ct != nil {
+		headers = append(headers, sip.NewHeader("Content-Type", ct.Value()))
 	}
-	res := c.response(sip.StatusOK, "OK", body, headers)
+	res := c.response(sip.StatusOK, "OK", ok.Body(), headers)
 	contact := sip.ContactHeader{Address: c.svc.Contact(c.req.Transport())}
 	res.AppendHeader(&contact)
 	res.AppendHeader(sip.NewHeader("Allow", allowedMethods))
 
 	d := newUASDialog(c.svc, c.req, res)
-	acked := d.expectAck(c.req.CSeq().SeqNo)
+	seq := c.req.CSeq().SeqNo
+	if phone.ackPending != 0 {
+		d.pending.Store(&pendingAck{seq: seq, peer: phone, peerSeq: phone.ackPending})
+	}
+	acked := d.expectAck(seq)
 	c.svc.addDialog(d)
 	if err := c.tx.Respond(res); err != nil {
 		c.svc.removeDialog(d)

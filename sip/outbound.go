@@ -203,10 +203,17 @@ func (l *OutboundLeg) sendCancel(headers []sip.Header) {
 	}
 }
 
-// Confirm acknowledges the phone's 2xx and returns the dialog with it.
+// Confirm takes the phone's 2xx and returns the dialog with it. The 2xx is
+// acknowledged at once, unless our INVITE had no offer (the PBX's did not
+// either): then the 2xx holds the offer, the ACK must carry the answer, and
+// it is sent when the PBX's ACK brings it (see InboundCall.Answer).
 func (l *OutboundLeg) Confirm(ok *sip.Response) (*Dialog, error) {
 	d := newUACDialog(l.svc, l.req, ok, l.destination)
 	l.svc.addDialog(d)
+	if len(l.req.Body()) == 0 {
+		d.ackPending = l.req.CSeq().SeqNo
+		return d, nil
+	}
 	if err := d.Ack(l.req.CSeq().SeqNo, nil); err != nil {
 		l.svc.removeDialog(d)
 		return nil, err
@@ -220,6 +227,11 @@ func (l *OutboundLeg) Discard(ok *sip.Response, headers ...sip.Header) {
 	d, err := l.Confirm(ok)
 	if err != nil {
 		return
+	}
+	if d.ackPending != 0 {
+		// A late-offer 2xx still needs its ACK before the BYE; any answer
+		// will do for a dialog that ends at once.
+		_ = d.Ack(d.ackPending, nil)
 	}
 	d.SetHandler(byeOnly{})
 	ctx, cancel := context.WithTimeout(context.Background(), relayTimeout)

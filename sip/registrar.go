@@ -92,6 +92,8 @@ type RegistrarConfig struct {
 	// NonceSecret keys digest nonces; empty: random at start.
 	NonceSecret []byte
 	NonceTTL    time.Duration
+	// DigestAlgorithms are challenged in order; default SHA-256, MD5.
+	DigestAlgorithms []string
 	// MinExpires answers shorter non-zero intervals with 423.
 	MinExpires time.Duration
 	// MaxExpires caps longer intervals.
@@ -175,12 +177,13 @@ func NewRegistrar(cfg RegistrarConfig) (*Registrar, error) {
 		return nil, fmt.Errorf("registrar: default expires %v outside [%v, %v]", r.defaultExpires, r.minExpires, r.maxExpires)
 	}
 	auth, err := NewDigestAuth(DigestConfig{
-		Realm:    cfg.Domain,
-		Secret:   cfg.NonceSecret,
-		NonceTTL: cfg.NonceTTL,
-		Store:    cfg.Credentials,
-		Now:      r.now,
-		Logger:   r.log,
+		Realm:      cfg.Domain,
+		Secret:     cfg.NonceSecret,
+		NonceTTL:   cfg.NonceTTL,
+		Algorithms: cfg.DigestAlgorithms,
+		Store:      cfg.Credentials,
+		Now:        r.now,
+		Logger:     r.log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("registrar: %w", err)

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
@@ -61,6 +62,8 @@ type Service struct {
 	server *sipgo.Server
 	client *sipgo.Client
 	trunk  *DigestAuth
+
+	trustedHosts atomic.Pointer[map[netip.Addr]struct{}] // register mode's registrars
 
 	mu       sync.Mutex
 	contacts map[string]sip.Uri // transport (lower case) -> our Contact
@@ -238,6 +241,29 @@ func (s *Service) Close() error {
 		s.client.Close()
 	}
 	return s.ua.Close()
+}
+
+// TrustHosts sets the hosts, besides sip.trusted, whose INVITEs pass the
+// trunk check: in register mode, the PBX that callwake registers to sends
+// the calls. Names are resolved now; a name that does not resolve is
+// skipped with a warning.
+func (s *Service) TrustHosts(ctx context.Context, hosts []string) {
+	set := map[netip.Addr]struct{}{}
+	for _, h := range hosts {
+		if ip, err := netip.ParseAddr(h); err == nil {
+			set[ip.Unmap()] = struct{}{}
+			continue
+		}
+		ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", h)
+		if err != nil {
+			s.log.Warn("cannot resolve PBX registrar: its INVITEs are not trusted", "host", h, "err", err)
+			continue
+		}
+		for _, ip := range ips {
+			set[ip.Unmap()] = struct{}{}
+		}
+	}
+	s.trustedHosts.Store(&set)
 }
 
 // Client is the SIP client the service sends with (register mode uses it).

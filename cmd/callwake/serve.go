@@ -101,6 +101,17 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 	}
 	defer sipSide.service.Close()
 
+	// Register mode runs on its own context: it must outlive the drain, so
+	// that the un-REGISTERs go out after the last call.
+	registerMode, err := startRegisterMode(cfg, store, sipSide, logger, reg)
+	if err != nil {
+		return err
+	}
+	upstreamCtx, stopUpstream := context.WithCancel(context.Background())
+	defer stopUpstream()
+	upstreamDone := make(chan error, 1)
+	go func() { upstreamDone <- registerMode.Run(upstreamCtx) }()
+
 	apiServer := api.New(api.Options{
 		Store:      store,
 		AdminToken: string(cfg.HTTP.AdminToken),
@@ -113,6 +124,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 		ExtraRoutes: map[string]http.Handler{
 			bridge.DeclinePath: sipSide.bridge.DeclineHandler(),
 		},
+		ExtensionChange: func(string) { registerMode.Changed() },
 	})
 	if cfg.HTTP.AdminToken == "" {
 		logger.Warn("http.admin_token is empty: the admin API refuses every call")
@@ -152,6 +164,10 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 		defer cancelDrain()
 		if err := sipSide.bridge.Wait(drainCtx); err != nil {
 			logger.Warn("calls still up after the drain time; stopping anyway", "calls", sipSide.bridge.ActiveCalls())
+		}
+		stopUpstream()
+		if err := <-upstreamDone; err != nil {
+			logger.Warn("register mode stopped with an error", "err", err)
 		}
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

@@ -8,12 +8,14 @@ import (
 	"net/netip"
 	"strings"
 
+	sipgo "github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/callwake/callwake/bridge"
 	"github.com/callwake/callwake/config"
 	"github.com/callwake/callwake/db"
 	"github.com/callwake/callwake/sip"
+	"github.com/callwake/callwake/sip/upstream"
 )
 
 // sipSide is the SIP service, the phones' registrar and the bridge, wired
@@ -53,7 +55,8 @@ func startSIP(ctx context.Context, cfg *config.Config, store *db.Store, pusher b
 	var svc *sip.Service
 	registrar, err := sip.NewRegistrar(sip.RegistrarConfig{
 		Domain: cfg.Realm(), Credentials: b, Handler: b, NonceSecret: nonceSecret, Logger: logger,
-		ConnAlive: func(transport, addr string) bool { return sip.ConnAliveFunc(svc.TransportLayer())(transport, addr) },
+		DigestAlgorithms: cfg.SIP.DigestAlgorithms,
+		ConnAlive:        func(transport, addr string) bool { return sip.ConnAliveFunc(svc.TransportLayer())(transport, addr) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("starting registrar: %w", err)
@@ -104,4 +107,35 @@ func registrarURIFor(svc *sip.Service, bound []sip.Listener) string {
 		}
 	}
 	return ""
+}
+
+// startRegisterMode builds register mode: callwake registers to the PBX as
+// every extension with PBX credentials. With none, it only watches the store.
+func startRegisterMode(cfg *config.Config, store *db.Store, side *sipSide, logger *slog.Logger, reg prometheus.Registerer) (*bridge.RegisterMode, error) {
+	var rm *bridge.RegisterMode
+	manager, err := upstream.New(upstream.Config{
+		Client:           side.service.Client(),
+		DefaultRegistrar: cfg.PBX.Registrar,
+		Expires:          cfg.PBX.RegisterExpires.Std(),
+		Logger:           logger,
+		Registerer:       reg,
+		// The Contact's user is the extension: the PBX's INVITE to it names
+		// the extension in its Request-URI, as in trunk mode.
+		Contact: func(ext string) sipgo.Uri {
+			c := side.service.Contact(rm.Transport(ext))
+			c.User = ext
+			return c
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting register mode: %w", err)
+	}
+	rm = bridge.NewRegisterMode(bridge.RegisterModeConfig{
+		Manager: manager, Store: store, Logger: logger, DefaultRegistrar: cfg.PBX.Registrar,
+		Trust: side.service.TrustHosts,
+	})
+	if cfg.PBX.Registrar != "" {
+		logger.Info("register mode on", "registrar", cfg.PBX.Registrar, "expires", cfg.PBX.RegisterExpires.Std())
+	}
+	return rm, nil
 }
