@@ -326,3 +326,21 @@ func TestProfilesNeedTheAdminToken(t *testing.T) {
 		t.Errorf("pprof with token: %d", r.status)
 	}
 }
+
+func TestExtensionShowsRegistrationState(t *testing.T) {
+	e := newEnv(t)
+	e.addExtension("1001")
+	r := e.do("GET", "/api/v1/extensions/1001", adminToken, "")
+	if _, ok := r.body["registration"]; ok {
+		t.Errorf("registration shown for an extension not in register mode: %s", r.raw)
+	}
+	if err := e.store.SaveRegistrations(context.Background(), []db.Registration{{Extension: "1001", Status: "failing",
+		Registrar: "sip:pbx.test", LastError: "403 Forbidden", LastErrorAt: time.Now()}}); err != nil {
+		t.Fatal(err)
+	}
+	r = e.do("GET", "/api/v1/extensions/1001", adminToken, "")
+	reg, _ := r.body["registration"].(map[string]any)
+	if reg["status"] != "failing" || reg["last_error"] != "403 Forbidden" || reg["registrar"] != "sip:pbx.test" {
+		t.Errorf("registration = %v", r.body["registration"])
+	}
+}

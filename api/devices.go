@@ -108,18 +108,19 @@ func (s *Server) registerDevice(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnprocessableEntity, "%v", err)
 		return
 	}
-	saved, evicted, err := s.opts.Store.UpsertDevice(r.Context(), d, s.opts.MaxDevices)
+	up, err := s.opts.Store.UpsertDevice(r.Context(), d, s.opts.MaxDevices)
 	if err != nil {
 		s.storeError(w, r, err)
 		return
 	}
-	evictedIDs := make([]int64, 0, len(evicted))
-	for _, e := range evicted {
+	saved := up.Device
+	evictedIDs := make([]int64, 0, len(up.Evicted))
+	for _, e := range up.Evicted {
 		evictedIDs = append(evictedIDs, e.ID)
 		s.log.Info("device evicted: too many devices", "ext", ext.Extension, "device_id", e.ID)
 	}
 	status := http.StatusOK
-	if saved.RegisteredAt.Equal(saved.LastSeenAt) {
+	if up.Created {
 		status = http.StatusCreated
 	}
 	s.log.Info("device registered over HTTP", "ext", ext.Extension, "device_id", saved.ID, "provider", saved.Provider)

@@ -11,14 +11,34 @@ import (
 
 // extensionJSON is an extension as the API shows it: never a password.
 type extensionJSON struct {
-	Extension      string    `json:"extension"`
-	DisplayName    string    `json:"display_name"`
-	PBXUsername    string    `json:"pbx_username,omitempty"`
-	PBXRegistrar   string    `json:"pbx_registrar,omitempty"`
-	HasPBXPassword bool      `json:"has_pbx_password"`
-	Devices        *int      `json:"devices,omitempty"`
-	CreatedAt      time.Time `json:"created_at"`
-	UpdatedAt      time.Time `json:"updated_at"`
+	Extension      string `json:"extension"`
+	DisplayName    string `json:"display_name"`
+	PBXUsername    string `json:"pbx_username,omitempty"`
+	PBXRegistrar   string `json:"pbx_registrar,omitempty"`
+	HasPBXPassword bool   `json:"has_pbx_password"`
+	Devices        *int   `json:"devices,omitempty"`
+	// Registration is register mode's state toward the PBX, when it
+	// registers this extension.
+	Registration *registrationJSON `json:"registration,omitempty"`
+	CreatedAt    time.Time         `json:"created_at"`
+	UpdatedAt    time.Time         `json:"updated_at"`
+}
+
+type registrationJSON struct {
+	Status      string     `json:"status"` // registered, registering, failing, disabled
+	Registrar   string     `json:"registrar,omitempty"`
+	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
+	LastSuccess *time.Time `json:"last_success,omitempty"`
+	LastError   string     `json:"last_error,omitempty"`
+	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
+	NextAttempt *time.Time `json:"next_attempt,omitempty"`
+	UpdatedAt   time.Time  `json:"updated_at"`
+}
+
+func toRegistrationJSON(r db.Registration) *registrationJSON {
+	return &registrationJSON{Status: r.Status, Registrar: r.Registrar, ExpiresAt: optTime(r.ExpiresAt),
+		LastSuccess: optTime(r.LastSuccess), LastError: r.LastError, LastErrorAt: optTime(r.LastErrorAt),
+		NextAttempt: optTime(r.NextAttempt), UpdatedAt: r.UpdatedAt}
 }
 
 func toExtensionJSON(e db.Extension) extensionJSON {
@@ -143,6 +163,14 @@ func (s *Server) getExtension(w http.ResponseWriter, r *http.Request) {
 	out := toExtensionJSON(e)
 	n := len(devs)
 	out.Devices = &n
+	reg, err := s.opts.Store.GetRegistration(r.Context(), e.Extension)
+	switch {
+	case err == nil:
+		out.Registration = toRegistrationJSON(reg)
+	case !errors.Is(err, db.ErrNotFound):
+		s.storeError(w, r, err)
+		return
+	}
 	writeJSON(w, http.StatusOK, out)
 }
 

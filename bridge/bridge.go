@@ -246,12 +246,12 @@ func (b *Bridge) OnRegister(ctx context.Context, ev sip.RegisterEvent) error {
 		return nil
 	}
 	for _, t := range ev.Targets {
-		_, evicted, err := b.cfg.Store.UpsertDevice(ctx, db.Device{Extension: ev.Ext, Provider: t.Provider, Token: t.Token,
+		up, err := b.cfg.Store.UpsertDevice(ctx, db.Device{Extension: ev.Ext, Provider: t.Provider, Token: t.Token,
 			Topic: t.Topic, ProjectID: t.ProjectID, Instance: ev.Binding.Instance}, b.cfg.MaxDevices)
 		if err != nil {
 			return &sip.StatusError{Code: sipgo.StatusBadRequest, Reason: "Bad Push Parameters", Err: err}
 		}
-		for _, e := range evicted {
+		for _, e := range up.Evicted {
 			b.log.Info("device evicted: too many devices", "ext", ev.Ext, "device_id", e.ID)
 		}
 	}

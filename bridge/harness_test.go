@@ -195,12 +195,12 @@ func (e *env) addExtension(ext string) {
 // addDevice registers a push device the way POST /api/v1/devices does.
 func (e *env) addDevice(ext string, n int) db.Device {
 	e.t.Helper()
-	d, _, err := e.store.UpsertDevice(context.Background(), db.Device{Extension: ext, Provider: "apns",
+	up, err := e.store.UpsertDevice(context.Background(), db.Device{Extension: ext, Provider: "apns",
 		Token: apnsToken(n), Topic: "com.example.app.voip"}, 5)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return d
+	return up.Device
 }
 
 func apnsToken(n int) string { return fmt.Sprintf("%064x", n) }

@@ -100,16 +100,24 @@ func queryDevices(ctx context.Context, q interface {
 	return out, rows.Err()
 }
 
+// DeviceUpsert is what UpsertDevice did.
+type DeviceUpsert struct {
+	Device  Device   // the device as stored
+	Created bool     // a new device, not a known one refreshed
+	Evicted []Device // devices removed to keep the extension's limit
+}
+
 // UpsertDevice records a device registration for d.Extension: the device with
 // the same (provider, token) is refreshed, else the extension's device with
 // the same instance gets the new token, else a device is added. Then, in the
 // same transaction, the extension's least recently seen devices beyond max
-// are removed and returned.
-func (s *Store) UpsertDevice(ctx context.Context, d Device, max int) (Device, []Device, error) {
+// are removed.
+func (s *Store) UpsertDevice(ctx context.Context, d Device, max int) (DeviceUpsert, error) {
 	if err := ValidateDevice(&d); err != nil {
-		return Device{}, nil, err
+		return DeviceUpsert{}, err
 	}
 	var evicted []Device
+	created := false
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		var exists int
 		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM extensions WHERE extension = ?`, d.Extension).Scan(&exists); err != nil {
@@ -124,6 +132,7 @@ func (s *Store) UpsertDevice(ctx context.Context, d Device, max int) (Device, []
 			return err
 		}
 		if id == 0 {
+			created = true
 			res, err := tx.ExecContext(ctx, `INSERT INTO devices (extension, provider, token, topic,
 				project_id, instance, registered_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 				d.Extension, d.Provider, d.Token, d.Topic, d.ProjectID, d.Instance, now, now)
@@ -157,9 +166,9 @@ func (s *Store) UpsertDevice(ctx context.Context, d Device, max int) (Device, []
 		return err
 	})
 	if err != nil {
-		return Device{}, nil, fmt.Errorf("registering device for %s: %w", d.Extension, err)
+		return DeviceUpsert{}, fmt.Errorf("registering device for %s: %w", d.Extension, err)
 	}
-	return d, evicted, nil
+	return DeviceUpsert{Device: d, Created: created, Evicted: evicted}, nil
 }
 
 // findDevice returns the id of the row d updates, or 0 for a new device.

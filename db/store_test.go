@@ -147,7 +147,7 @@ func TestExtensionCRUD(t *testing.T) {
 	if _, err := s.UpdateExtension(ctx, "9999", func(*Extension) error { return nil }); !errors.Is(err, ErrNotFound) {
 		t.Errorf("update unknown: %v", err)
 	}
-	if _, _, err := s.UpsertDevice(ctx, apnsDevice("1001", 1), 5); err != nil {
+	if _, _, err := upsert(s, apnsDevice("1001", 1)); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.DeleteExtension(ctx, "1001"); err != nil {
@@ -170,17 +170,17 @@ func TestSixthDeviceEvictsLeastRecentlyUsed(t *testing.T) {
 	addExtension(t, s, "1001")
 	var ids []int64
 	for i := 1; i <= 5; i++ {
-		d, evicted, err := s.UpsertDevice(ctx, apnsDevice("1001", i), 5)
+		d, evicted, err := upsert(s, apnsDevice("1001", i))
 		if err != nil || len(evicted) != 0 {
 			t.Fatalf("device %d: %v, evicted %v", i, err, evicted)
 		}
 		ids = append(ids, d.ID)
 	}
 	// Device 1 registers again: device 2 is now the least recently used.
-	if _, _, err := s.UpsertDevice(ctx, apnsDevice("1001", 1), 5); err != nil {
+	if _, _, err := upsert(s, apnsDevice("1001", 1)); err != nil {
 		t.Fatal(err)
 	}
-	_, evicted, err := s.UpsertDevice(ctx, apnsDevice("1001", 6), 5)
+	_, evicted, err := upsert(s, apnsDevice("1001", 6))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func TestConcurrentRegistrationsKeepTheLimit(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			if _, _, err := s.UpsertDevice(ctx, apnsDevice("1001", i), 5); err != nil {
+			if _, _, err := upsert(s, apnsDevice("1001", i)); err != nil {
 				errs <- err
 			}
 		}(i)
@@ -227,13 +227,13 @@ func TestInstanceTiesNewTokenToDevice(t *testing.T) {
 	addExtension(t, s, "1001")
 	first := apnsDevice("1001", 1)
 	first.Instance = "<urn:uuid:00000000-0000-0000-0000-000000000001>"
-	d1, _, err := s.UpsertDevice(ctx, first, 5)
+	d1, _, err := upsert(s, first)
 	if err != nil {
 		t.Fatal(err)
 	}
 	next := apnsDevice("1001", 2)
 	next.Instance = first.Instance
-	d2, _, err := s.UpsertDevice(ctx, next, 5)
+	d2, _, err := upsert(s, next)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,8 +250,8 @@ func TestTokenMovesToAnotherExtension(t *testing.T) {
 	s := openTest(t)
 	addExtension(t, s, "1001")
 	addExtension(t, s, "1002")
-	d1, _, _ := s.UpsertDevice(ctx, apnsDevice("1001", 7), 5)
-	d2, _, err := s.UpsertDevice(ctx, apnsDevice("1002", 7), 5)
+	d1, _, _ := upsert(s, apnsDevice("1001", 7))
+	d2, _, err := upsert(s, apnsDevice("1002", 7))
 	if err != nil || d2.ID != d1.ID || d2.Extension != "1002" {
 		t.Fatalf("moved device = %+v, %v", d2, err)
 	}
@@ -261,7 +261,6 @@ func TestTokenMovesToAnotherExtension(t *testing.T) {
 }
 
 func TestDeviceValidation(t *testing.T) {
-	ctx := context.Background()
 	s := openTest(t)
 	addExtension(t, s, "1001")
 	bad := []Device{
@@ -274,17 +273,17 @@ func TestDeviceValidation(t *testing.T) {
 		{Extension: "1001", Provider: "gcm", Token: "x"},
 	}
 	for _, d := range bad {
-		if _, _, err := s.UpsertDevice(ctx, d, 5); err == nil {
+		if _, _, err := upsert(s, d); err == nil {
 			t.Errorf("accepted %+v", d)
 		}
 	}
 	upper := apnsDevice("1001", 3)
 	upper.Token = strings.ToUpper(upper.Token[:10]) + upper.Token[10:]
-	d, _, err := s.UpsertDevice(ctx, upper, 5)
+	d, _, err := upsert(s, upper)
 	if err != nil || d.Token != apnsDevice("1001", 3).Token {
 		t.Errorf("APNs token not normalised: %+v %v", d, err)
 	}
-	if _, _, err := s.UpsertDevice(ctx, apnsDevice("9999", 1), 5); !errors.Is(err, ErrNotFound) {
+	if _, _, err := upsert(s, apnsDevice("9999", 1)); !errors.Is(err, ErrNotFound) {
 		t.Errorf("device for unknown extension: %v", err)
 	}
 }
@@ -293,7 +292,7 @@ func TestDeviceRemoval(t *testing.T) {
 	ctx := context.Background()
 	s := openTest(t)
 	addExtension(t, s, "1001")
-	d, _, _ := s.UpsertDevice(ctx, apnsDevice("1001", 1), 5)
+	d, _, _ := upsert(s, apnsDevice("1001", 1))
 	if err := s.DeleteDevice(ctx, "1002", d.ID); !errors.Is(err, ErrNotFound) {
 		t.Errorf("delete via wrong extension: %v", err)
 	}
@@ -301,7 +300,7 @@ func TestDeviceRemoval(t *testing.T) {
 	if err != nil || !removed {
 		t.Errorf("DeleteDeviceByToken = %v, %v", removed, err)
 	}
-	d, _, _ = s.UpsertDevice(ctx, apnsDevice("1001", 2), 5)
+	d, _, _ = upsert(s, apnsDevice("1001", 2))
 	if err := s.RemoveDevice(ctx, d.ID, "Unregistered"); err != nil {
 		t.Fatal(err)
 	}
@@ -378,5 +377,24 @@ func TestRegistrationStates(t *testing.T) {
 	}
 	if _, err := s.GetRegistration(ctx, "1002"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("1002 kept: %v", err)
+	}
+}
+
+// upsert registers d with the default limit of five devices.
+func upsert(s *Store, d Device) (Device, []Device, error) {
+	r, err := s.UpsertDevice(context.Background(), d, 5)
+	return r.Device, r.Evicted, err
+}
+
+func TestUpsertTellsNewFromKnown(t *testing.T) {
+	s := openTest(t)
+	addExtension(t, s, "1001")
+	first, err := s.UpsertDevice(context.Background(), apnsDevice("1001", 1), 5)
+	if err != nil || !first.Created {
+		t.Fatalf("first registration: %+v, %v", first, err)
+	}
+	again, err := s.UpsertDevice(context.Background(), apnsDevice("1001", 1), 5)
+	if err != nil || again.Created || again.Device.ID != first.Device.ID {
+		t.Fatalf("second registration: %+v, %v", again, err)
 	}
 }

@@ -84,10 +84,11 @@ func TestCLIExtensionsAndDevices(t *testing.T) {
 	if !e.CheckPassword("secret-from-stdin") {
 		t.Error("stdin password not stored")
 	}
-	d, _, err := store.UpsertDevice(context.Background(), db.Device{Extension: "1001", Provider: "fcm", Token: "tok-1"}, 5)
+	up, err := store.UpsertDevice(context.Background(), db.Device{Extension: "1001", Provider: "fcm", Token: "tok-1"}, 5)
 	if err != nil {
 		t.Fatal(err)
 	}
+	d := up.Device
 	store.Close()
 
 	c.expect(exitOK, "tok-1", "", "device", "list", "1001")

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -157,6 +158,21 @@ extension (register mode).`,
 				}
 				if e.PBXRegistrar != "" {
 					fmt.Fprintf(w, "pbx registrar: %s\n", e.PBXRegistrar)
+				}
+				if reg, err := store.GetRegistration(cmd.Context(), e.Extension); err == nil {
+					fmt.Fprintf(w, "pbx registration: %s", reg.Status)
+					if !reg.ExpiresAt.IsZero() && reg.Status == "registered" {
+						fmt.Fprintf(w, " until %s", reg.ExpiresAt.Local().Format(time.RFC3339))
+					}
+					if reg.Registrar != "" {
+						fmt.Fprintf(w, " at %s", reg.Registrar)
+					}
+					fmt.Fprintln(w)
+					if reg.LastError != "" {
+						fmt.Fprintf(w, "last error:   %s (%s)\n", reg.LastError, reg.LastErrorAt.Local().Format(time.RFC3339))
+					}
+				} else if !errors.Is(err, db.ErrNotFound) {
+					return err
 				}
 				fmt.Fprintf(w, "devices:      %d\n", len(devs))
 				printDevices(w, devs)
