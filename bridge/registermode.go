@@ -39,8 +39,8 @@ type RegisterModeConfig struct {
 	Manager          *upstream.Manager
 	Store            *db.Store
 	Logger           *slog.Logger
-	DefaultRegistrar string                                   // pbx.registrar
-	Interval         time.Duration                            // store re-read and state save; default 2s
+	DefaultRegistrar string                                    // pbx.registrar
+	Interval         time.Duration                             // store re-read and state save; default 2s
 	Trust            func(ctx context.Context, hosts []string) // the registrars' hosts send the calls
 }
 
