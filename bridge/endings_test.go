@@ -335,3 +335,23 @@ func TestPlainUDPSoftphoneRingsAtOnce(t *testing.T) {
 		t.Fatalf("PBX got %d, want 486", code)
 	}
 }
+
+// In register mode the PBX that callwake registers to sends the calls: its
+// address is trusted without being listed in pbx.trusted.
+func TestRegistrarHostIsTrusted(t *testing.T) {
+	untrusted := func(_ *bridge.Config, s *sip.ServiceConfig) {
+		s.Trusted = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
+	}
+	e := newEnv(t, untrusted)
+	e.addExtension("1001")
+	e.addDevice("1001", 1)
+	p := newPBX(t, e)
+	if code := p.call("1001").final(waitFor); code != 403 {
+		t.Fatalf("before: %d, want 403", code)
+	}
+	e.svc.TrustHosts(t.Context(), []string{"localhost"})
+	call := p.call("1001")
+	call.expect(180)
+	call.cancel()
+	<-call.result
+}
