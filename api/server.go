@@ -169,6 +169,9 @@ func writeError(w http.ResponseWriter, status int, format string, args ...any) {
 // errUnprocessable marks a request that parsed but is not valid (422).
 type errUnprocessable struct{ error }
 
+// Unprocessable marks the error as bad input, for callers outside the API.
+func (errUnprocessable) Unprocessable() {}
+
 // decode reads a JSON body strictly; it writes the error answer itself and
 // reports whether the handler should go on.
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {

@@ -181,3 +181,20 @@ func TestServeStartsAndStops(t *testing.T) {
 		t.Fatalf("serve returned %v", err)
 	}
 }
+
+func TestCLIExtSet(t *testing.T) {
+	c := newCLI(t)
+	c.expect(exitOK, "added", "", "ext", "add", "1001", "--password", "secret-1001")
+	c.expect(exitUsage, "nothing to change", "", "ext", "set", "1001")
+	c.expect(exitNotFound, "not found", "", "ext", "set", "9999", "--display-name", "X")
+	c.expect(exitUsage, "go together", "", "ext", "set", "1001", "--pbx-username", "1001")
+	c.expect(exitOK, "changed", "", "ext", "set", "1001", "--pbx-username", "1001", "--pbx-password", "pbx-pw", "--display-name", "Bob")
+	c.expect(exitOK, "pbx user:     1001", "", "ext", "show", "1001")
+	c.expect(exitOK, "changed", "", "ext", "set", "1001", "--password", "new-secret-1001")
+	store, _ := db.Open(context.Background(), filepath.Join(filepath.Dir(c.config), "cli.db"))
+	defer store.Close()
+	e, _ := store.GetExtension(context.Background(), "1001")
+	if !e.CheckPassword("new-secret-1001") || e.DisplayName != "Bob" || e.PBXPassword != "pbx-pw" {
+		t.Errorf("extension after set: %+v", e)
+	}
+}

@@ -46,10 +46,7 @@ func printJSON(w io.Writer, v any) error {
 }
 
 func newExtCmd(g *globalFlags) *cobra.Command {
-	cmd := &cobra.Command{Use: "ext", Short: "Add, list, show and remove mobile extensions"}
-	var in struct {
-		password, displayName, pbxUser, pbxPassword, pbxRegistrar string
-	}
+	cmd := &cobra.Command{Use: "ext", Short: "Add, change, list, show and remove mobile extensions"}
 	add := &cobra.Command{
 		Use:   "add EXTENSION",
 		Short: "Add an extension (the phone app's SIP user)",
@@ -61,23 +58,17 @@ extension (register mode).`,
 		Example: "  callwake ext add 1001 --display-name Alice --password 's3cret-pass'",
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			password := in.password
-			if !cmd.Flags().Changed("password") {
+			input := changedFields(cmd)
+			if input.Password == nil {
 				line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
 				if err != nil && line == "" {
 					return usageError("no password: pass --password or write it on standard input")
 				}
-				password = strings.TrimRight(line, "\r\n")
+				password := strings.TrimRight(line, "\r\n")
+				input.Password = &password
 			}
 			if err := db.ValidateExtensionID(args[0]); err != nil {
 				return usageError("%v", err)
-			}
-			input := api.ExtensionInput{Password: &password}
-			for flag, dst := range map[string]**string{"display-name": &input.DisplayName, "pbx-username": &input.PBXUsername,
-				"pbx-password": &input.PBXPassword, "pbx-registrar": &input.PBXRegistrar} {
-				if v, err := cmd.Flags().GetString(flag); err == nil && cmd.Flags().Changed(flag) {
-					*dst = &v
-				}
 			}
 			return g.withStore(cmd, true, func(cfg *config.Config, store *db.Store) error {
 				e := db.Extension{Extension: args[0]}
@@ -92,11 +83,38 @@ extension (register mode).`,
 			})
 		},
 	}
-	add.Flags().StringVar(&in.password, "password", "", "the app's SIP password (8-128 characters)")
-	add.Flags().StringVar(&in.displayName, "display-name", "", "name shown for the extension")
-	add.Flags().StringVar(&in.pbxUser, "pbx-username", "", "username callwake registers to the PBX with")
-	add.Flags().StringVar(&in.pbxPassword, "pbx-password", "", "password callwake registers to the PBX with")
-	add.Flags().StringVar(&in.pbxRegistrar, "pbx-registrar", "", "this extension's PBX registrar (default pbx.registrar)")
+	extensionFlags(add)
+
+	set := &cobra.Command{
+		Use:   "set EXTENSION",
+		Short: "Change an extension: password, name, PBX credentials",
+		Long: `Changes the fields given as flags and leaves the others. A running callwake
+picks the change up within seconds: with new PBX credentials it registers to
+the PBX again; with empty ones (--pbx-username "" --pbx-password "") it
+un-registers.`,
+		Example: "  callwake ext set 1001 --pbx-username 1001 --pbx-password 'pbx-secret'",
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			input := changedFields(cmd)
+			if input == (api.ExtensionInput{}) {
+				return usageError("nothing to change: give at least one flag (see callwake ext set --help)")
+			}
+			return g.withStore(cmd, false, func(cfg *config.Config, store *db.Store) error {
+				if _, err := store.UpdateExtension(cmd.Context(), args[0], func(e *db.Extension) error {
+					return input.Apply(e, cfg.Realm())
+				}); err != nil {
+					var invalid interface{ Unprocessable() }
+					if errors.As(err, &invalid) {
+						return usageError("%v", err)
+					}
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "extension %s changed\n", args[0])
+				return nil
+			})
+		},
+	}
+	extensionFlags(set)
 
 	var asJSON bool
 	list := &cobra.Command{
@@ -195,8 +213,29 @@ extension (register mode).`,
 			})
 		},
 	}
-	cmd.AddCommand(add, list, show, rm)
+	cmd.AddCommand(add, set, list, show, rm)
 	return cmd
+}
+
+// extensionFlags are the fields of an extension, for ext add and ext set.
+func extensionFlags(cmd *cobra.Command) {
+	cmd.Flags().String("password", "", "the app's SIP password (8-128 characters)")
+	cmd.Flags().String("display-name", "", "name shown for the extension")
+	cmd.Flags().String("pbx-username", "", "username callwake registers to the PBX with (register mode)")
+	cmd.Flags().String("pbx-password", "", "password callwake registers to the PBX with")
+	cmd.Flags().String("pbx-registrar", "", "this extension's PBX registrar (default pbx.registrar)")
+}
+
+// changedFields is the extension input made of the flags given.
+func changedFields(cmd *cobra.Command) api.ExtensionInput {
+	var in api.ExtensionInput
+	for flag, dst := range map[string]**string{"password": &in.Password, "display-name": &in.DisplayName,
+		"pbx-username": &in.PBXUsername, "pbx-password": &in.PBXPassword, "pbx-registrar": &in.PBXRegistrar} {
+		if v, err := cmd.Flags().GetString(flag); err == nil && cmd.Flags().Changed(flag) {
+			*dst = &v
+		}
+	}
+	return in
 }
 
 func printDevices(w io.Writer, devs []db.Device) {
