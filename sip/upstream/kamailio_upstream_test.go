@@ -99,7 +99,8 @@ func TestKamailioRestartIsRegisteredAgainWithinARefresh(t *testing.T) {
 
 	k.Restart()
 	restarted := time.Now()
-	if c := k.Contacts("1001"); len(c) != 0 {
+	// (Unless the refresh came in the instant since Kamailio came back.)
+	if c := k.Contacts("1001"); len(c) != 0 && k.Registers("1001") == 0 {
 		t.Fatalf("binding survived the restart: %v", c)
 	}
 	// Granted 10s: refreshed within 5s of the last REGISTER.

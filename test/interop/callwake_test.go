@@ -8,10 +8,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -41,9 +43,44 @@ type callwake struct {
 	terminatedAt time.Time // when the test sent SIGTERM
 }
 
-// startCallwake writes a config with free loopback ports and runs
-// `callwake serve` until the test ends, when it must stop cleanly on SIGTERM.
+// pbxConfig is the pbx: section of callwake's config.
+type pbxConfig struct {
+	trusted         []string      // pbx.trusted: trunk mode's INVITE sources
+	registrar       string        // pbx.registrar: register mode, when set
+	registerExpires time.Duration // pbx.register_expires; 0 = callwake's default
+}
+
+// trunkMode is the PBX of most tests: SIPp calling callwake straight from
+// 127.0.0.1.
+var trunkMode = pbxConfig{trusted: []string{"127.0.0.1/32"}}
+
+func (p pbxConfig) yaml() string {
+	var b strings.Builder
+	b.WriteString("pbx:\n")
+	quoted := make([]string, len(p.trusted))
+	for i, cidr := range p.trusted {
+		quoted[i] = strconv.Quote(cidr)
+	}
+	fmt.Fprintf(&b, "  trusted: [%s]\n", strings.Join(quoted, ", "))
+	if p.registrar != "" {
+		fmt.Fprintf(&b, "  registrar: %q\n", p.registrar)
+	}
+	if p.registerExpires != 0 {
+		fmt.Fprintf(&b, "  register_expires: %s\n", p.registerExpires)
+	}
+	return b.String()
+}
+
+// startCallwake runs callwake in trunk mode (see startCallwakeWith).
 func startCallwake(t *testing.T) *callwake {
+	t.Helper()
+	return startCallwakeWith(t, trunkMode)
+}
+
+// startCallwakeWith writes a config with free loopback ports and this pbx:
+// section, and runs `callwake serve` until the test ends, when it must stop
+// cleanly on SIGTERM.
+func startCallwakeWith(t *testing.T, pbx pbxConfig) *callwake {
 	t.Helper()
 	dir := t.TempDir()
 	sipPort, httpPort := freePort(t), freePort(t)
@@ -63,9 +100,7 @@ func startCallwake(t *testing.T) *callwake {
   listen: ["udp:%[1]s", "tcp:%[1]s"]
   domain: %[2]s
   digest_algorithms: ["MD5"]
-pbx:
-  trusted: ["127.0.0.1/32"]
-calls:
+%[8]scalls:
   ring_timeout: %[3]s
   wake_timeout: %[4]s
 push:
@@ -79,7 +114,7 @@ http:
   admin_token: %[6]s
 db:
   path: %[7]s
-`, cw.sipAddr, domain, ringTimeout, wakeTimeout, httpPort, cw.adminToken, filepath.Join(dir, "callwake.db"))
+`, cw.sipAddr, domain, ringTimeout, wakeTimeout, httpPort, cw.adminToken, filepath.Join(dir, "callwake.db"), pbx.yaml())
 	if err := os.WriteFile(cw.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -197,10 +232,25 @@ type device struct {
 // +sip.instance of the app install the device belongs to.
 func (cw *callwake) provision(instance string) device {
 	cw.t.Helper()
-	if code := cw.api(http.MethodPost, "/api/v1/extensions", "admin",
-		map[string]string{"extension": extension, "password": password, "display_name": "Interop Phone"}, nil); code != http.StatusCreated {
-		cw.t.Fatalf("POST /api/v1/extensions = %d, want 201", code)
+	cw.addExtension(nil)
+	return cw.addDevice(instance)
+}
+
+// addExtension adds an extension through the admin API: the test's
+// extension, with fields added to or replacing those of its JSON body.
+func (cw *callwake) addExtension(fields map[string]string) {
+	cw.t.Helper()
+	body := map[string]string{"extension": extension, "password": password, "display_name": "Interop Phone"}
+	maps.Copy(body, fields)
+	if code := cw.api(http.MethodPost, "/api/v1/extensions", "admin", body, nil); code != http.StatusCreated {
+		cw.t.Fatalf("POST /api/v1/extensions %s = %d, want 201", body["extension"], code)
 	}
+}
+
+// addDevice registers an APNs device for the test's extension, as the app
+// would, with the extension's own credentials.
+func (cw *callwake) addDevice(instance string) device {
+	cw.t.Helper()
 	token := make([]byte, 32)
 	rand.Read(token)
 	var reply struct {

@@ -1,8 +1,10 @@
 // Package interop runs callwake's call flows against real SIP peers that
-// nobody here wrote: SIPp as the PBX (scenarios in test/sipp) and baresip as
-// the woken phone. Each test starts the real callwake binary, provisions it
-// over its HTTP API as a user would, and checks the outcome in the call log
-// through the API and the CLI.
+// nobody here wrote: SIPp as the PBX (scenarios in test/sipp), baresip as
+// the woken phone, and, for register mode, Kamailio (test/kamailio) as the
+// PBX that callwake registers to, with SIPp as the caller behind it. Each
+// test starts the real callwake binary, provisions it over its HTTP API as a
+// user would, and checks the outcome in the call log, the registration
+// state and the PBX's location table, through the API and the CLI.
 //
 // A peer that is not installed skips its tests, unless CI=true, where a
 // missing peer fails with the apt-get line that installs it.

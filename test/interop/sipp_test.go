@@ -12,8 +12,9 @@ import (
 
 // sipp is one SIPp run of a scenario: the PBX placing one call to callwake.
 type sipp struct {
-	t    *testing.T
-	proc *process
+	t       *testing.T
+	proc    *process
+	localIP string
 }
 
 // startSIPp runs a scenario of test/sipp against callwake, for one call to
@@ -21,13 +22,20 @@ type sipp struct {
 // -timeout bounds the whole run. extra are more SIPp options.
 func startSIPp(t *testing.T, cw *callwake, scenario, transport string, extra ...string) *sipp {
 	t.Helper()
+	return startSIPpAt(t, "127.0.0.1", cw.sipAddr, scenario, transport, extra...)
+}
+
+// startSIPpAt is startSIPp from the loopback address localIP (any of
+// 127.0.0.0/8) to remote (host:port): callwake, or a proxy in front of it.
+func startSIPpAt(t *testing.T, localIP, remote, scenario, transport string, extra ...string) *sipp {
+	t.Helper()
 	bin := requirePeer(t, "sipp", "sip-tester")
 	dir := t.TempDir()
 	args := []string{
 		"-sf", sippScenario(t, scenario),
 		"-s", extension,
-		cw.sipAddr,
-		"-i", "127.0.0.1",
+		remote,
+		"-i", localIP,
 		"-p", strconv.Itoa(freePort(t)),
 		"-mp", strconv.Itoa(freePortPair(t)),
 		"-cp", strconv.Itoa(freePort(t)),
@@ -46,13 +54,14 @@ func startSIPp(t *testing.T, cw *callwake, scenario, transport string, extra ...
 		t.Fatalf("SIPp transport %q", transport)
 	}
 	args = append(args, extra...)
-	return &sipp{t: t, proc: startProcess(t, "sipp-"+strings.TrimSuffix(scenario, ".xml"), dir, cleanEnv(), bin, args...)}
+	proc := startProcess(t, "sipp-"+strings.TrimSuffix(scenario, ".xml"), dir, cleanEnv(), bin, args...)
+	return &sipp{t: t, proc: proc, localIP: localIP}
 }
 
 // callID is the Call-ID of the run's call: SIPp's [call_id] is
 // <call_number>-<pid>@<local ip>.
 func (s *sipp) callID() string {
-	return fmt.Sprintf("1-%d@127.0.0.1", s.proc.pid())
+	return fmt.Sprintf("1-%d@%s", s.proc.pid(), s.localIP)
 }
 
 // expectSuccess waits for SIPp to end and requires exit code 0: the
@@ -204,6 +213,8 @@ func TestSIPpToTagStable(t *testing.T) {
 // sippMessage is a SIP message from SIPp's -trace_msg file.
 type sippMessage struct {
 	startLine, cseq, toTag string
+	recordRoute            string // the first Record-Route, if any
+	topVia                 string // the first Via: who sent it
 }
 
 // sippReceived parses the messages SIPp received from its -trace_msg file.
@@ -237,6 +248,14 @@ func sippReceived(t *testing.T, path string) []sippMessage {
 			switch strings.ToLower(strings.TrimSpace(name)) {
 			case "cseq":
 				m.cseq = strings.TrimSpace(value)
+			case "via", "v":
+				if m.topVia == "" {
+					m.topVia, _, _ = strings.Cut(strings.TrimSpace(value), ",")
+				}
+			case "record-route":
+				if m.recordRoute == "" {
+					m.recordRoute = strings.TrimSpace(value)
+				}
 			case "to", "t":
 				if _, tag, ok := strings.Cut(value, ";tag="); ok {
 					m.toTag, _, _ = strings.Cut(tag, ";")
