@@ -101,8 +101,8 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 	}
 	defer sipSide.service.Close()
 
-	// Register mode runs on its own context: it must outlive the drain, so
-	// that the un-REGISTERs go out after the last call.
+	// Register mode runs on its own context: its un-REGISTERs need the SIP
+	// service, which outlives the server context.
 	registerMode, err := startRegisterMode(cfg, store, sipSide, logger, reg)
 	if err != nil {
 		return err
@@ -156,18 +156,21 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 	})
 	group.Go(func() error {
 		<-gctx.Done()
-		// Drain: new INVITEs get 503, ringing calls run to their end.
+		// Drain: new INVITEs get 503, ringing calls run to their end. The
+		// registrations to the PBX go first, so that the PBX stops sending
+		// new calls here and handles them as for an unregistered phone;
+		// calls in progress follow their route set, not the registration.
 		sipSide.bridge.Drain()
+		stopUpstream()
+		if err := <-upstreamDone; err != nil {
+			logger.Warn("register mode stopped with an error", "err", err)
+		}
 		drainFor := cfg.Calls.RingTimeout.Std() + 5*time.Second
 		logger.Info("shutting down: waiting for calls to end", "calls", sipSide.bridge.ActiveCalls(), "at_most", drainFor)
 		drainCtx, cancelDrain := context.WithTimeout(context.Background(), drainFor)
 		defer cancelDrain()
 		if err := sipSide.bridge.Wait(drainCtx); err != nil {
 			logger.Warn("calls still up after the drain time; stopping anyway", "calls", sipSide.bridge.ActiveCalls())
-		}
-		stopUpstream()
-		if err := <-upstreamDone; err != nil {
-			logger.Warn("register mode stopped with an error", "err", err)
 		}
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

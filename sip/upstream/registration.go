@@ -150,6 +150,9 @@ func (r *registration) run(delay time.Duration) {
 		case <-timerC:
 			r.timer = nil
 			r.st.NextAttempt = time.Time{}
+			// Shown while the REGISTER waits for its answer (up to the
+			// request timeout): no stale next attempt in the past.
+			r.show()
 			if d, ok := r.attempt(); ok {
 				r.schedule(d)
 			}
@@ -201,13 +204,19 @@ func (r *registration) cancelTimer() {
 }
 
 func (r *registration) publish() {
+	st := r.show()
+	if r.m.onState != nil {
+		r.m.onState(r.ext, st)
+	}
+}
+
+// show makes the current state what State reports, without an event.
+func (r *registration) show() State {
 	st := r.st
 	r.mu.Lock()
 	r.state = st
 	r.mu.Unlock()
-	if r.m.onState != nil {
-		r.m.onState(r.ext, st)
-	}
+	return st
 }
 
 // stop un-registers, when the PBX may hold a binding, as the registration
