@@ -118,7 +118,7 @@ func (s *Store) UpsertDevice(ctx context.Context, d Device, max int) (DeviceUpse
 	}
 	var evicted []Device
 	created := false
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *txn) error {
 		var exists int
 		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM extensions WHERE extension = ?`, d.Extension).Scan(&exists); err != nil {
 			return err
@@ -172,7 +172,7 @@ func (s *Store) UpsertDevice(ctx context.Context, d Device, max int) (DeviceUpse
 }
 
 // findDevice returns the id of the row d updates, or 0 for a new device.
-func findDevice(ctx context.Context, tx *sql.Tx, d Device) (int64, error) {
+func findDevice(ctx context.Context, tx *txn, d Device) (int64, error) {
 	var id int64
 	err := tx.QueryRowContext(ctx, `SELECT id FROM devices WHERE provider = ? AND token = ?`, d.Provider, d.Token).Scan(&id)
 	if err == nil || !errors.Is(err, sql.ErrNoRows) {

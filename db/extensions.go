@@ -133,7 +133,7 @@ func (s *Store) ListExtensions(ctx context.Context) ([]Extension, error) {
 // back, in one transaction. The extension id cannot change.
 func (s *Store) UpdateExtension(ctx context.Context, ext string, change func(*Extension) error) (Extension, error) {
 	var out Extension
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *txn) error {
 		e, err := scanExtension(tx.QueryRowContext(ctx,
 			`SELECT `+extensionColumns+` FROM extensions WHERE extension = ?`, ext))
 		if errors.Is(err, sql.ErrNoRows) {

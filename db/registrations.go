@@ -26,7 +26,7 @@ type Registration struct {
 // extensions not among them, in one transaction.
 func (s *Store) SaveRegistrations(ctx context.Context, regs []Registration) error {
 	now := s.millis()
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *txn) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM registrations`); err != nil {
 			return err
 		}

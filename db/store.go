@@ -31,8 +31,8 @@ var (
 // and queueing writers in Go is far cheaper than SQLite's busy handler,
 // which sleeps. Reads use a pool (r) that WAL lets run beside the writer.
 type Store struct {
-	w   *sql.DB
-	r   *sql.DB
+	w   *pool
+	r   *pool
 	now func() time.Time
 }
 
@@ -70,7 +70,7 @@ func open(ctx context.Context, path string, version int, opts ...Option) (*Store
 		return nil, fmt.Errorf("opening database %s: %w", path, err)
 	}
 	w.SetMaxOpenConns(1)
-	s := &Store{w: w, now: time.Now}
+	s := &Store{w: newPool(w), now: time.Now}
 	for _, o := range opts {
 		o(s)
 	}
@@ -84,12 +84,14 @@ func open(ctx context.Context, path string, version int, opts ...Option) (*Store
 	}
 	// The read pool opens after the migrations, so it never sees a file
 	// without the WAL set up.
-	if s.r, err = sql.Open("sqlite", dsn(true)); err != nil {
+	r, err := sql.Open("sqlite", dsn(true))
+	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("opening database %s: %w", path, err)
 	}
-	s.r.SetMaxOpenConns(8)
-	s.r.SetMaxIdleConns(8)
+	r.SetMaxOpenConns(8)
+	r.SetMaxIdleConns(8)
+	s.r = newPool(r)
 	return s, nil
 }
 
@@ -147,8 +149,8 @@ func isUniqueViolation(err error) bool {
 }
 
 // inTx runs fn in a write transaction.
-func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := s.w.BeginTx(ctx, nil)
+func (s *Store) inTx(ctx context.Context, fn func(*txn) error) error {
+	tx, err := s.w.begin(ctx)
 	if err != nil {
 		return err
 	}
@@ -156,5 +158,8 @@ func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 		_ = tx.Rollback()
 		return err
 	}
-	return tx.Commit()
+	err = tx.Commit()
+	// The connection is free again: prepare what the transaction met.
+	s.w.preparePending(ctx)
+	return err
 }

@@ -398,3 +398,38 @@ func TestUpsertTellsNewFromKnown(t *testing.T) {
 		t.Fatalf("second registration: %+v, %v", again, err)
 	}
 }
+
+// Transactions and plain writes race on the one writer connection while
+// their statements are first prepared: none may wait for the other forever.
+func TestConcurrentWritesDoNotDeadlock(t *testing.T) {
+	s := openTest(t)
+	addExtension(t, s, "1001")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(2)
+		go func(i int) {
+			defer wg.Done()
+			if _, err := s.UpsertDevice(ctx, apnsDevice("1001", i), 5); err != nil {
+				t.Errorf("upsert: %v", err)
+			}
+		}(i)
+		go func(i int) {
+			defer wg.Done()
+			if err := s.InsertCall(ctx, Call{ID: fmt.Sprintf("c%d", i), Extension: "1001", InviteAt: time.Now()}); err != nil {
+				t.Errorf("insert call: %v", err)
+			}
+			if _, err := s.GetExtension(ctx, "1001"); err != nil {
+				t.Errorf("get: %v", err)
+			}
+		}(i)
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		t.Fatal("writes deadlocked")
+	}
+}
