@@ -6,14 +6,10 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"log"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,12 +61,9 @@ type APNsResponse struct {
 
 // APNsMock is a local APNs: HTTP/2 over TLS.
 type APNsMock struct {
-	URL string
+	tlsServer
 
-	cfg    APNsMockConfig
-	srv    *httptest.Server
-	closed chan struct{}
-	notify notifier
+	cfg APNsMockConfig
 
 	mu       sync.Mutex
 	verified map[string]jwtClaims // bearer → claims: APNs, too, checks a token once
@@ -78,56 +71,18 @@ type APNsMock struct {
 	requests []APNsRequest
 	pushes   int
 	warmups  int
-	conns    int
 }
 
 // NewAPNsMock starts an APNs mock that lives as long as the test.
 func NewAPNsMock(tb testing.TB, cfg APNsMockConfig) *APNsMock {
 	tb.Helper()
-	m := &APNsMock{cfg: cfg, closed: make(chan struct{}), verified: map[string]jwtClaims{}}
-	m.srv = httptest.NewUnstartedServer(http.HandlerFunc(m.serve))
-	m.srv.EnableHTTP2 = true
-	m.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are the point of some tests
+	m := &APNsMock{cfg: cfg, verified: map[string]jwtClaims{}}
+	var serverTLS *tls.Config
 	if cfg.ClientCAs != nil {
-		m.srv.TLS = &tls.Config{ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: cfg.ClientCAs}
+		serverTLS = &tls.Config{ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: cfg.ClientCAs}
 	}
-	m.srv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
-		if state == http.StateNew {
-			m.mu.Lock()
-			m.conns++
-			m.mu.Unlock()
-			m.notify.wake()
-		}
-	}
-	m.srv.StartTLS()
-	m.URL = m.srv.URL
-	tb.Cleanup(m.Close)
+	m.start(tb, http.HandlerFunc(m.serve), serverTLS)
 	return m
-}
-
-// Close stops the mock; pending delayed answers return at once.
-func (m *APNsMock) Close() {
-	select {
-	case <-m.closed:
-		return
-	default:
-	}
-	close(m.closed)
-	m.srv.Close()
-}
-
-// ClientTLS returns a TLS configuration that trusts the mock (for
-// push.APNsOptions.TLSConfig).
-func (m *APNsMock) ClientTLS() *tls.Config {
-	pool := x509.NewCertPool()
-	pool.AddCert(m.srv.Certificate())
-	return &tls.Config{RootCAs: pool}
-}
-
-// RootCAPEM is the mock's certificate as PEM, for a callwake process
-// started by a test: point SSL_CERT_FILE at it.
-func (m *APNsMock) RootCAPEM() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: m.srv.Certificate().Raw})
 }
 
 // Respond scripts the answers for one device token: in order, the last one
@@ -160,13 +115,6 @@ func (m *APNsMock) Warmups() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.warmups
-}
-
-// Conns counts the TCP connections accepted.
-func (m *APNsMock) Conns() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.conns
 }
 
 // WaitRequests waits until n pushes have arrived and returns them.

@@ -2,16 +2,10 @@ package pushtest
 
 import (
 	"crypto/rsa"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"log"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"strconv"
 	"strings"
@@ -76,12 +70,9 @@ type FCMResponse struct {
 
 // FCMMock is a local FCM HTTP v1 endpoint with an OAuth2 token endpoint.
 type FCMMock struct {
-	URL string
+	tlsServer
 
-	cfg    FCMMockConfig
-	srv    *httptest.Server
-	closed chan struct{}
-	notify notifier
+	cfg FCMMockConfig
 
 	mu            sync.Mutex
 	script        script[FCMResponse]
@@ -89,7 +80,6 @@ type FCMMock struct {
 	sends         int
 	dryRuns       int
 	tokenRequests int
-	conns         int
 	issued        map[string]bool
 	tokenFailure  int
 	accountKeys   []*rsa.PublicKey
@@ -100,39 +90,15 @@ var sendPath = regexp.MustCompile(`^/v1/projects/([^/]+)/messages:send$`)
 // NewFCMMock starts an FCM mock that lives as long as the test.
 func NewFCMMock(tb testing.TB, cfg FCMMockConfig) *FCMMock {
 	tb.Helper()
-	m := &FCMMock{cfg: cfg, closed: make(chan struct{}), issued: map[string]bool{}}
+	m := &FCMMock{cfg: cfg, issued: map[string]bool{}}
 	if cfg.ServiceAccountKey != nil {
 		m.accountKeys = append(m.accountKeys, cfg.ServiceAccountKey)
 	}
 	for _, t := range cfg.StaticTokens {
 		m.issued[t] = true
 	}
-	m.srv = httptest.NewUnstartedServer(http.HandlerFunc(m.serve))
-	m.srv.EnableHTTP2 = true
-	m.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	m.srv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
-		if state == http.StateNew {
-			m.mu.Lock()
-			m.conns++
-			m.mu.Unlock()
-			m.notify.wake()
-		}
-	}
-	m.srv.StartTLS()
-	m.URL = m.srv.URL
-	tb.Cleanup(m.Close)
+	m.start(tb, http.HandlerFunc(m.serve), nil)
 	return m
-}
-
-// Close stops the mock; pending delayed answers return at once.
-func (m *FCMMock) Close() {
-	select {
-	case <-m.closed:
-		return
-	default:
-	}
-	close(m.closed)
-	m.srv.Close()
 }
 
 // Endpoint is the value for push.FCMOptions.Endpoint.
@@ -140,14 +106,6 @@ func (m *FCMMock) Endpoint() string { return m.URL + "/v1" }
 
 // TokenURL is the OAuth2 token endpoint, for WriteServiceAccount.
 func (m *FCMMock) TokenURL() string { return m.URL + "/token" }
-
-// ClientTLS returns a TLS configuration that trusts the mock (for
-// push.FCMOptions.TLSConfig).
-func (m *FCMMock) ClientTLS() *tls.Config {
-	pool := x509.NewCertPool()
-	pool.AddCert(m.srv.Certificate())
-	return &tls.Config{RootCAs: pool}
-}
 
 // WriteServiceAccount writes a service-account JSON whose token_uri is
 // this mock, for its project (or "pushtest"), and makes the token endpoint
@@ -163,12 +121,6 @@ func (m *FCMMock) WriteServiceAccount(tb testing.TB, dir string) ServiceAccount 
 	defer m.mu.Unlock()
 	m.accountKeys = append(m.accountKeys, &sa.Key.PublicKey)
 	return sa
-}
-
-// RootCAPEM is the mock's certificate as PEM, for a callwake process
-// started by a test: point SSL_CERT_FILE at it.
-func (m *FCMMock) RootCAPEM() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: m.srv.Certificate().Raw})
 }
 
 // Respond scripts the answers for one registration token: in order, the
@@ -208,9 +160,6 @@ func (m *FCMMock) DryRuns() int { return m.count(&m.dryRuns) }
 
 // TokenRequests counts access tokens asked for.
 func (m *FCMMock) TokenRequests() int { return m.count(&m.tokenRequests) }
-
-// Conns counts the TCP connections accepted.
-func (m *FCMMock) Conns() int { return m.count(&m.conns) }
 
 func (m *FCMMock) count(n *int) int {
 	m.mu.Lock()
