@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -135,7 +134,9 @@ db:
 	cmd := exec.Command(bin, "serve", "--config", cfgPath, "--log-level", level)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.Env = append(cleanEnv(), "SSL_CERT_FILE="+caPath)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group, and killed with the harness even when a
+	// test timeout skips the cleanups.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
 		return nil, fmt.Errorf("starting callwake: %w", err)
@@ -251,6 +252,9 @@ func (c *callwake) metrics(ctx context.Context) (map[string]float64, error) {
 	return out, sc.Err()
 }
 
+// rssBytes is callwake's VmRSS.
+func (c *callwake) rssBytes() (int64, error) { return procStatusKB(c.pid(), "VmRSS:") }
+
 // gc makes callwake collect garbage (the heap profile's gc=1), so that
 // heap figures compare live memory, not the collector's timing.
 func (c *callwake) gc(ctx context.Context) error {
@@ -268,115 +272,4 @@ func (c *callwake) goroutines(ctx context.Context) (int, []byte, error) {
 	var n int
 	_, err = fmt.Sscanf(string(body), "goroutine profile: total %d", &n)
 	return n, body, err
-}
-
-// rssBytes is callwake's VmRSS.
-func (c *callwake) rssBytes() (int64, error) { return procStatusKB(c.pid(), "VmRSS:") }
-
-func procStatusKB(pid int, field string) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, field); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb * 1024, err
-		}
-	}
-	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
-}
-
-// cpuTime is the CPU time a process has used (user + system).
-func cpuTime(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the command name, which is in parentheses.
-	s := string(b)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(fields) < 13 {
-		return 0, fmt.Errorf("short /proc/%d/stat", pid)
-	}
-	utime, _ := strconv.ParseInt(fields[11], 10, 64)
-	stime, _ := strconv.ParseInt(fields[12], 10, 64)
-	const clockTicks = 100 // USER_HZ on Linux
-	return time.Duration(utime+stime) * time.Second / clockTicks, nil
-}
-
-// udpDrops is how many datagrams the kernel dropped for the UDP socket
-// bound to port because its receive buffer was full (/proc/net/udp).
-func udpDrops(port int) int64 {
-	b, err := os.ReadFile("/proc/net/udp")
-	if err != nil {
-		return 0
-	}
-	suffix := fmt.Sprintf(":%04X", port)
-	for _, line := range strings.Split(string(b), "\n")[1:] {
-		fields := strings.Fields(line)
-		if len(fields) < 13 || !strings.HasSuffix(fields[1], suffix) {
-			continue
-		}
-		n, _ := strconv.ParseInt(fields[len(fields)-1], 10, 64)
-		return n
-	}
-	return 0
-}
-
-// busyCPU is the CPU time every process of the machine has used
-// (/proc/stat: all but idle and iowait), to tell what else ran beside the
-// bench on a shared machine.
-func busyCPU() time.Duration {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	fields := strings.Fields(line)
-	var busy int64
-	for i, f := range fields[1:] {
-		n, _ := strconv.ParseInt(f, 10, 64)
-		if i != 3 && i != 4 { // idle, iowait
-			busy += n
-		}
-	}
-	const clockTicks = 100
-	return time.Duration(busy) * time.Second / clockTicks
-}
-
-// freePort is a loopback port free for both UDP and TCP at the moment.
-func freePort() (int, error) {
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return port, nil
-		}
-	}
-	return 0, fmt.Errorf("no free loopback port")
-}
-
-func firstLine(s string) string {
-	s, _, _ = strings.Cut(s, "\n")
-	return s
-}
-
-// tail is the last n lines of a file, for error messages.
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

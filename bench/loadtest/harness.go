@@ -37,7 +37,7 @@ type Options struct {
 	Log        func(format string, args ...any)
 }
 
-// Full is the run whose figures go into bench/README.md (about 20 minutes).
+// Full is the run whose figures go into bench/README.md (about 15 minutes).
 func Full() Options {
 	return Options{
 		Flows: []int{2, 3, 1}, Rates: []int{50, 100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500, 2000},

@@ -44,8 +44,17 @@ func paths(t *testing.T, opts *Options) {
 		t.Fatal(err)
 	}
 	opts.Root = root
-	opts.ResultsDir = filepath.Join(root, "bench", "results")
 	opts.Log = t.Logf
+}
+
+// resultsDir is this run's directory in bench/results: its profiles, heap
+// profiles, goroutine dumps and report.
+func resultsDir(opts Options, quick bool) string {
+	name := time.Now().UTC().Format("20060102-150405")
+	if quick {
+		name += "-quick"
+	}
+	return filepath.Join(opts.Root, "bench", "results", name)
 }
 
 // TestLoad is the load run of bench/run.sh.
@@ -59,12 +68,12 @@ func TestLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	paths(t, &opts)
+	opts.ResultsDir = resultsDir(opts, *quickFlag)
 	started := time.Now()
 	report := Run(t, opts)
 	md := report.Markdown()
 	t.Logf("figures (%s):\n\n%s", time.Since(started).Round(time.Second), md)
-	stamp := report.Machine.Date.Format("20060102-150405")
-	if err := os.WriteFile(filepath.Join(opts.ResultsDir, "report-"+stamp+".md"), []byte(md), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(opts.ResultsDir, "report.md"), []byte(md), 0o644); err != nil {
 		t.Error(err)
 	}
 	if *readmeFlag == "yes" || (*readmeFlag == "auto" && !*quickFlag) {
@@ -82,6 +91,7 @@ func TestSmoke(t *testing.T) {
 	opts := Options{Flows: []int{2}, Rates: []int{10}, StepDuration: 2 * time.Second, Extensions: 20,
 		Phases: []string{"steps"}}
 	paths(t, &opts)
+	opts.ResultsDir = t.TempDir()
 	report := Run(t, opts)
 	steps := report.Steps[2]
 	if len(steps) != 1 {

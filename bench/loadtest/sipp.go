@@ -89,7 +89,7 @@ func startSIPp(r sippRun, globalTimeout time.Duration) (*sippProc, error) {
 	cmd := exec.Command("sipp", args...)
 	cmd.Dir = r.Dir
 	cmd.Stdout, cmd.Stderr = screen, screen
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		screen.Close()
 		return nil, fmt.Errorf("starting sipp: %w", err)
