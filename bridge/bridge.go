@@ -131,6 +131,8 @@ func (b *Bridge) ActiveCalls() int {
 func (b *Bridge) OnInvite(in *sip.InboundCall) {
 	ext := in.Extension()
 	log := b.log.With("sip_call_id", in.CallID(), "ext", ext)
+	// The lookups' deadline ends with them: the call that follows can last
+	// an hour, and must not keep a timer alive for nothing.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 
@@ -164,6 +166,7 @@ func (b *Bridge) OnInvite(in *sip.InboundCall) {
 		reject(sipgo.StatusInternalServerError, "Server Internal Error", outcomeFailed)
 		return
 	}
+	cancel()
 	bindings := b.cfg.Bindings.Bindings(ext)
 	if len(devices) == 0 && len(bindings) == 0 {
 		reject(sipgo.StatusTemporarilyUnavailable, "Temporarily Unavailable (no device)", outcomeUnavailable)

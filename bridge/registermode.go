@@ -103,7 +103,7 @@ func (r *RegisterMode) Run(ctx context.Context) error {
 }
 
 func (r *RegisterMode) sync(ctx context.Context) {
-	exts, err := r.store.ListExtensions(ctx)
+	exts, err := r.store.ListPBXAccounts(ctx)
 	if err != nil {
 		r.log.Error("reading extensions for register mode", "err", err)
 		return
@@ -112,9 +112,6 @@ func (r *RegisterMode) sync(ctx context.Context) {
 	transports := map[string]string{}
 	hosts := map[string]struct{}{}
 	for _, e := range exts {
-		if e.PBXUsername == "" || e.PBXPassword == "" {
-			continue
-		}
 		accounts = append(accounts, upstream.Account{Ext: e.Extension, Username: e.PBXUsername,
 			Password: e.PBXPassword, Registrar: e.PBXRegistrar})
 		registrar := e.PBXRegistrar

@@ -129,6 +129,26 @@ func (s *Store) ListExtensions(ctx context.Context) ([]Extension, error) {
 	return out, rows.Err()
 }
 
+// ListPBXAccounts returns the extensions that have PBX credentials: the
+// ones register mode registers. Cheap to call often.
+func (s *Store) ListPBXAccounts(ctx context.Context) ([]Extension, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+extensionColumns+` FROM extensions
+		WHERE pbx_username != '' AND pbx_password != '' ORDER BY extension`)
+	if err != nil {
+		return nil, fmt.Errorf("listing PBX accounts: %w", err)
+	}
+	defer rows.Close()
+	var out []Extension
+	for rows.Next() {
+		e, err := scanExtension(rows)
+		if err != nil {
+			return nil, fmt.Errorf("listing PBX accounts: %w", err)
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
 // UpdateExtension reads the extension, lets change modify it and writes it
 // back, in one transaction. The extension id cannot change.
 func (s *Store) UpdateExtension(ctx context.Context, ext string, change func(*Extension) error) (Extension, error) {

@@ -133,6 +133,9 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 	return s, nil
 }
 
+// udpReadBuffer is the receive buffer asked for each UDP listener.
+const udpReadBuffer = 4 << 20
+
 const allowedMethods = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, REFER, NOTIFY, MESSAGE"
 
 // Start listens on every listener and serves until ctx ends. It returns the
@@ -167,6 +170,12 @@ func (s *Service) listen(ctx context.Context, l Listener) (string, error) {
 			return "", err
 		}
 		addr = conn.LocalAddr().String()
+		// Bursts of INVITEs and REGISTERs outrun the default socket buffer
+		// (the load harness saw drops): ask for more; the kernel caps it at
+		// net.core.rmem_max.
+		if udp, ok := conn.(*net.UDPConn); ok {
+			_ = udp.SetReadBuffer(udpReadBuffer)
+		}
 		s.track(conn)
 		go s.serve(ctx, t, func() error { return s.server.ServeUDP(conn) })
 	default:
