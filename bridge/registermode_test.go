@@ -87,7 +87,9 @@ func TestRegisterModeFollowsTheStore(t *testing.T) {
 	client, _ := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"))
 	manager, err := upstream.New(upstream.Config{Client: client, DefaultRegistrar: "sip:" + pbx.addr,
 		Logger: testLogger(), StartInterval: time.Millisecond,
-		Contact: func(ext string) sipgosip.Uri { return sipgosip.Uri{Scheme: "sip", User: ext, Host: "127.0.0.1", Port: 5099} }})
+		Contact: func(ext string) sipgosip.Uri {
+			return sipgosip.Uri{Scheme: "sip", User: ext, Host: "127.0.0.1", Port: 5099}
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
