@@ -2,11 +2,12 @@ package loadtest
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/callwake/callwake/test/testnet"
 )
 
 // What the kernel says about processes, sockets and ports.
@@ -85,22 +86,7 @@ func busyCPU() time.Duration {
 }
 
 // freePort is a loopback port free for both UDP and TCP at the moment.
-func freePort() (int, error) {
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return port, nil
-		}
-	}
-	return 0, fmt.Errorf("no free loopback port")
-}
+func freePort() (int, error) { return testnet.FreePort() }
 
 // firstLine is s up to its first newline.
 func firstLine(s string) string {

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/callwake/callwake/test/testnet"
 )
 
 // process is a peer or callwake running as a child process, its output in a
@@ -144,25 +146,14 @@ func cleanEnv(extra ...string) []string {
 	return append(env, extra...)
 }
 
-// freePort returns a loopback port that is free for both UDP and TCP at the
-// moment of the call.
+// freePort is a loopback port free for both UDP and TCP.
 func freePort(t *testing.T) int {
 	t.Helper()
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return port
-		}
+	port, err := testnet.FreePort()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no loopback port free for both UDP and TCP")
-	return 0
+	return port
 }
 
 // freePortPair returns an even UDP port p with p+2 also free: SIPp binds

@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,6 +27,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/callwake/callwake/test/testnet"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
@@ -342,19 +343,9 @@ func (s *Server) Registers(user string) int {
 // freePort is a port free on 127.0.0.1 for both UDP and TCP.
 func freePort(tb testing.TB) int {
 	tb.Helper()
-	for range 20 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return port
-		}
+	port, err := testnet.FreePort()
+	if err != nil {
+		tb.Fatal(err)
 	}
-	tb.Fatal("no port free on 127.0.0.1 for both UDP and TCP")
-	return 0
+	return port
 }
