@@ -204,6 +204,9 @@ func TestBusyWaitsForOthers(t *testing.T) {
 	ph1 := newPhone(t, e, "1001", "udp")
 	ph2 := newPhone(t, e, "1001", "udp")
 	call := newPBX(t, e).call("1001")
+	// The apps register when their push wakes them, not before.
+	e.pusher.next(t, push.TypeIncomingCall)
+	e.pusher.next(t, push.TypeIncomingCall)
 	ph1.register(pushParams(1), 600)
 	ph1.ring().respond(486, "Busy Here")
 	select {
