@@ -293,9 +293,10 @@ func containsToken(ts []sip.PushTarget, token string) bool {
 func newCallID() string { return uuid.NewString() }
 
 // Attach gives the bridge the SIP side, which is built after it (the SIP
-// service calls the bridge, and the bridge sends through the service).
-func (b *Bridge) Attach(s SIP, bindings Bindings) {
-	b.cfg.SIP, b.cfg.Bindings = s, bindings
+// service calls the bridge, and the bridge sends through the service), and
+// the "registrar" of push payloads, known once the listeners are bound.
+func (b *Bridge) Attach(s SIP, bindings Bindings, registrarURI string) {
+	b.cfg.SIP, b.cfg.Bindings, b.cfg.RegistrarURI = s, bindings, registrarURI
 }
 
 // PhoneCredentials implements sip.CredentialStore from the store.
@@ -309,7 +310,3 @@ func (b *Bridge) PhoneCredentials(ctx context.Context, ext string) (sip.Credenti
 	}
 	return sip.Credentials{HA1MD5: e.HA1MD5, HA1SHA256: e.HA1SHA256, Realm: e.Realm}, true, nil
 }
-
-// SetRegistrarURI sets the "registrar" of push payloads, known once the
-// SIP listeners are bound.
-func (b *Bridge) SetRegistrarURI(uri string) { b.cfg.RegistrarURI = uri }

@@ -162,7 +162,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	}
 	t.Cleanup(func() { svc.Close() })
 	e.svc = svc
-	e.bridge.Attach(svc, reg)
+	e.bridge.Attach(svc, reg, bcfg.RegistrarURI)
 	for _, l := range bound {
 		switch l.Transport {
 		case "udp":

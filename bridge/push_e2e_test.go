@@ -72,6 +72,15 @@ func TestPushPayloadOnTheWire(t *testing.T) {
 	call.cancel()
 	<-call.result
 	cancelled := mock.WaitRequests(t, 2)[1]
+	// Every attempt is in the push-attempt log, and stamped on the device.
+	waitUntil(t, "both attempts logged", func() bool {
+		attempts, err := e.store.PushAttempts(t.Context(), body["call_id"].(string))
+		return err == nil && len(attempts) == 2 && attempts[0].Type == "incoming_call" &&
+			attempts[0].Outcome == "delivered" && attempts[1].Type == "call_cancelled"
+	})
+	if devs, _ := e.store.ListDevices(t.Context(), "1001"); len(devs) != 1 || devs[0].LastPushAt.IsZero() || devs[0].LastError != "" {
+		t.Errorf("device after pushes: %+v", devs)
+	}
 	var cb map[string]any
 	json.Unmarshal(cancelled.Body, &cb)
 	if cb["type"] != "call_cancelled" || cb["reason"] != "caller_hangup" || cb["call_id"] != body["call_id"] {

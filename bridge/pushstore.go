@@ -20,20 +20,17 @@ func (s PushStore) RemoveDevice(ctx context.Context, deviceID int64, reason stri
 
 // RecordPushAttempt implements push.Store.
 func (s PushStore) RecordPushAttempt(ctx context.Context, a push.Attempt) error {
-	if err := s.Store.RecordPushAttempt(ctx, db.PushAttempt{
-		CallID: a.CallID, DeviceID: a.DeviceID, Provider: a.Provider, Type: a.Type, SentAt: a.SentAt,
-		Latency: a.Latency, Outcome: a.Outcome, Reason: a.Reason, Status: a.Status,
-	}); err != nil {
-		return err
-	}
-	lastError := ""
+	deviceError := ""
 	if a.Outcome != push.OutcomeDelivered {
-		lastError = a.Outcome
+		deviceError = a.Outcome
 		if a.Reason != "" {
-			lastError += ": " + a.Reason
+			deviceError += ": " + a.Reason
 		}
 	}
-	return s.Store.MarkPushed(ctx, a.DeviceID, a.SentAt, lastError)
+	return s.Store.RecordPushAttempt(ctx, db.PushAttempt{
+		CallID: a.CallID, DeviceID: a.DeviceID, Provider: a.Provider, Type: a.Type, SentAt: a.SentAt,
+		Latency: a.Latency, Outcome: a.Outcome, Reason: a.Reason, Status: a.Status, DeviceError: deviceError,
+	})
 }
 
 // Targets turns devices into push targets.

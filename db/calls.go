@@ -130,14 +130,24 @@ type PushAttempt struct {
 	Outcome  string
 	Reason   string
 	Status   int
+	// DeviceError becomes the device's last_error ("" after a delivery).
+	DeviceError string
 }
 
-// RecordPushAttempt logs a push attempt.
+// RecordPushAttempt logs a push attempt and stamps it on its device
+// (last_push_at, last_error), in one transaction: one trip to the writer.
 func (s *Store) RecordPushAttempt(ctx context.Context, a PushAttempt) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO push_attempts (call_id, device_id, provider, type,
-		sent_at, latency_us, outcome, reason, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		a.CallID, a.DeviceID, a.Provider, a.Type, toMillis(a.SentAt), a.Latency.Microseconds(),
-		a.Outcome, a.Reason, a.Status)
+	err := s.inTx(ctx, func(tx *txn) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO push_attempts (call_id, device_id, provider, type,
+			sent_at, latency_us, outcome, reason, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			a.CallID, a.DeviceID, a.Provider, a.Type, toMillis(a.SentAt), a.Latency.Microseconds(),
+			a.Outcome, a.Reason, a.Status); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE devices SET last_push_at = ?, last_error = ? WHERE id = ?`,
+			toMillis(a.SentAt), a.DeviceError, a.DeviceID)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("logging push attempt for call %s: %w", a.CallID, err)
 	}

@@ -256,12 +256,3 @@ func (s *Store) RemoveDevice(ctx context.Context, id int64, reason string) error
 	}
 	return nil
 }
-
-// MarkPushed records a push to the device and the provider's error, if any.
-func (s *Store) MarkPushed(ctx context.Context, id int64, at time.Time, lastError string) error {
-	if _, err := s.w.ExecContext(ctx, `UPDATE devices SET last_push_at = ?, last_error = ? WHERE id = ?`,
-		toMillis(at), lastError, id); err != nil {
-		return fmt.Errorf("updating device %d: %w", id, err)
-	}
-	return nil
-}

@@ -127,9 +127,6 @@ func routeURIs(h sip.Header) []sip.Uri {
 // CallID is the dialog's Call-ID.
 func (d *Dialog) CallID() string { return d.callID }
 
-// Ended is closed when the dialog ended (BYE either way, or Close).
-func (d *Dialog) Ended() <-chan struct{} { return d.ended }
-
 // SetHandler sets who gets the peer's requests; requests that arrive before
 // wait for it briefly.
 func (d *Dialog) SetHandler(h DialogHandler) {
@@ -326,13 +323,6 @@ func (s *Service) findDialog(req *sip.Request) *Dialog {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.dialogs[dialogKey(callID(req), tagOf(to.Params))]
-}
-
-// Dialogs is how many dialogs are established (metrics, tests).
-func (s *Service) Dialogs() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.dialogs)
 }
 
 func (s *Service) inDialog(req *sip.Request, tx sip.ServerTransaction) {

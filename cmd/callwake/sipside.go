@@ -89,8 +89,7 @@ func startSIP(ctx context.Context, cfg *config.Config, store *db.Store, pusher b
 	if err != nil {
 		return nil, err
 	}
-	b.Attach(svc, registrar)
-	b.SetRegistrarURI(registrarURIFor(svc, bound))
+	b.Attach(svc, registrar, registrarURIFor(svc, bound))
 	return &sipSide{service: svc, registrar: registrar, bridge: b, bound: bound}, nil
 }
 
