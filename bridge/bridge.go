@@ -147,7 +147,9 @@ func (b *Bridge) OnInvite(in *sip.InboundCall) {
 		reject(sipgo.StatusNotFound, "Not Found (no extension in Request-URI)", outcomeNotFound)
 		return
 	}
-	if _, err := b.cfg.Store.GetExtension(ctx, ext); err != nil {
+	entry, err := b.cfg.Store.Lookup(ctx, ext)
+	cancel()
+	if err != nil {
 		if errors.Is(err, db.ErrNotFound) {
 			reject(sipgo.StatusNotFound, "Not Found", outcomeNotFound)
 			return
@@ -160,13 +162,7 @@ func (b *Bridge) OnInvite(in *sip.InboundCall) {
 		reject(sipgo.StatusBusyHere, "Busy Here", outcomeBusy)
 		return
 	}
-	devices, err := b.cfg.Store.ListDevices(ctx, ext)
-	if err != nil {
-		log.Error("listing devices", "err", err)
-		reject(sipgo.StatusInternalServerError, "Server Internal Error", outcomeFailed)
-		return
-	}
-	cancel()
+	devices := entry.Devices
 	bindings := b.cfg.Bindings.Bindings(ext)
 	if len(devices) == 0 && len(bindings) == 0 {
 		reject(sipgo.StatusTemporarilyUnavailable, "Temporarily Unavailable (no device)", outcomeUnavailable)
@@ -301,12 +297,13 @@ func (b *Bridge) Attach(s SIP, bindings Bindings, registrarURI string) {
 
 // PhoneCredentials implements sip.CredentialStore from the store.
 func (b *Bridge) PhoneCredentials(ctx context.Context, ext string) (sip.Credentials, bool, error) {
-	e, err := b.cfg.Store.GetExtension(ctx, ext)
+	e, err := b.cfg.Store.Lookup(ctx, ext)
 	if errors.Is(err, db.ErrNotFound) {
 		return sip.Credentials{}, false, nil
 	}
 	if err != nil {
 		return sip.Credentials{}, false, err
 	}
-	return sip.Credentials{HA1MD5: e.HA1MD5, HA1SHA256: e.HA1SHA256, Realm: e.Realm}, true, nil
+	x := e.Extension
+	return sip.Credentials{HA1MD5: x.HA1MD5, HA1SHA256: x.HA1SHA256, Realm: x.Realm}, true, nil
 }

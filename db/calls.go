@@ -39,37 +39,34 @@ func scanCall(row interface{ Scan(...any) error }) (Call, error) {
 	return c, err
 }
 
-// InsertCall adds a call to the log.
+// InsertCall adds a call to the log. Like UpdateCall and
+// RecordPushAttempt, it queues the row for the journal and returns at once
+// (or when ctx ends, if the queue is full); the Store's reads see it.
 func (s *Store) InsertCall(ctx context.Context, c Call) error {
 	if c.Outcome == "" {
 		c.Outcome = "ringing"
 	}
-	_, err := s.w.ExecContext(ctx, `INSERT INTO calls (id, sip_call_id, extension, caller_name,
+	return s.journal.write(ctx, journalOp{query: `INSERT INTO calls (id, sip_call_id, extension, caller_name,
 		caller_number, invite_at, push_at, first_register_at, answer_at, end_at, outcome, status,
 		answered_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		c.ID, c.SIPCallID, c.Extension, c.CallerName, c.CallerNumber, toMillis(c.InviteAt),
-		toMillis(c.PushAt), toMillis(c.FirstRegisterAt), toMillis(c.AnswerAt), toMillis(c.EndAt),
-		c.Outcome, c.Status, c.AnsweredBy)
-	if err != nil {
-		return fmt.Errorf("logging call %s: %w", c.ID, err)
-	}
-	return nil
+		args: []any{c.ID, c.SIPCallID, c.Extension, c.CallerName, c.CallerNumber, toMillis(c.InviteAt),
+			toMillis(c.PushAt), toMillis(c.FirstRegisterAt), toMillis(c.AnswerAt), toMillis(c.EndAt),
+			c.Outcome, c.Status, c.AnsweredBy}})
 }
 
-// UpdateCall writes the call's timestamps and outcome.
+// UpdateCall writes the call's timestamps and outcome (queued).
 func (s *Store) UpdateCall(ctx context.Context, c Call) error {
-	_, err := s.w.ExecContext(ctx, `UPDATE calls SET push_at = ?, first_register_at = ?,
+	return s.journal.write(ctx, journalOp{query: `UPDATE calls SET push_at = ?, first_register_at = ?,
 		answer_at = ?, end_at = ?, outcome = ?, status = ?, answered_by = ? WHERE id = ?`,
-		toMillis(c.PushAt), toMillis(c.FirstRegisterAt), toMillis(c.AnswerAt), toMillis(c.EndAt),
-		c.Outcome, c.Status, c.AnsweredBy, c.ID)
-	if err != nil {
-		return fmt.Errorf("updating call %s: %w", c.ID, err)
-	}
-	return nil
+		args: []any{toMillis(c.PushAt), toMillis(c.FirstRegisterAt), toMillis(c.AnswerAt), toMillis(c.EndAt),
+			c.Outcome, c.Status, c.AnsweredBy, c.ID}})
 }
 
 // GetCall returns one call by callwake's id.
 func (s *Store) GetCall(ctx context.Context, id string) (Call, error) {
+	if err := s.Flush(ctx); err != nil {
+		return Call{}, err
+	}
 	c, err := scanCall(s.r.QueryRowContext(ctx, `SELECT `+callColumns+` FROM calls WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Call{}, fmt.Errorf("call %s: %w", id, ErrNotFound)
@@ -91,6 +88,9 @@ type CallQuery struct {
 func (s *Store) ListCalls(ctx context.Context, q CallQuery) ([]Call, error) {
 	if q.Limit <= 0 || q.Limit > 1000 {
 		q.Limit = 50
+	}
+	if err := s.Flush(ctx); err != nil {
+		return nil, err
 	}
 	where, args := "1 = 1", []any{}
 	if q.BeforeSeq > 0 {
@@ -135,27 +135,22 @@ type PushAttempt struct {
 }
 
 // RecordPushAttempt logs a push attempt and stamps it on its device
-// (last_push_at, last_error), in one transaction: one trip to the writer.
+// (last_push_at, last_error), committed together (queued).
 func (s *Store) RecordPushAttempt(ctx context.Context, a PushAttempt) error {
-	err := s.inTx(ctx, func(tx *txn) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO push_attempts (call_id, device_id, provider, type,
+	return s.journal.write(ctx,
+		journalOp{query: `INSERT INTO push_attempts (call_id, device_id, provider, type,
 			sent_at, latency_us, outcome, reason, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			a.CallID, a.DeviceID, a.Provider, a.Type, toMillis(a.SentAt), a.Latency.Microseconds(),
-			a.Outcome, a.Reason, a.Status); err != nil {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, `UPDATE devices SET last_push_at = ?, last_error = ? WHERE id = ?`,
-			toMillis(a.SentAt), a.DeviceError, a.DeviceID)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("logging push attempt for call %s: %w", a.CallID, err)
-	}
-	return nil
+			args: []any{a.CallID, a.DeviceID, a.Provider, a.Type, toMillis(a.SentAt), a.Latency.Microseconds(),
+				a.Outcome, a.Reason, a.Status}},
+		journalOp{query: `UPDATE devices SET last_push_at = ?, last_error = ? WHERE id = ?`,
+			args: []any{toMillis(a.SentAt), a.DeviceError, a.DeviceID}})
 }
 
 // PushAttempts returns the push attempts of a call, oldest first.
 func (s *Store) PushAttempts(ctx context.Context, callID string) ([]PushAttempt, error) {
+	if err := s.Flush(ctx); err != nil {
+		return nil, err
+	}
 	rows, err := s.r.QueryContext(ctx, `SELECT call_id, device_id, provider, type, sent_at,
 		latency_us, outcome, reason, status FROM push_attempts WHERE call_id = ? ORDER BY id`, callID)
 	if err != nil {

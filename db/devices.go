@@ -116,9 +116,24 @@ func (s *Store) UpsertDevice(ctx context.Context, d Device, max int) (DeviceUpse
 	if err := ValidateDevice(&d); err != nil {
 		return DeviceUpsert{}, err
 	}
-	// Most registrations are refreshes of a device stored as it is: one
-	// statement on the writer instead of a five-statement transaction. The
-	// device count does not change, so nothing is evicted.
+	// Most registrations are refreshes of a device stored as it is. When
+	// the directory holds it, the sighting goes to the journal and nothing
+	// waits for the writer.
+	if known, ok := s.knownDevice(d); ok {
+		known.LastSeenAt, known.LastError = fromMillis(s.millis()), ""
+		err := s.journal.write(ctx, journalOp{query: `UPDATE devices SET last_seen_at = ?, last_error = '' WHERE id = ?`,
+			args: []any{toMillis(known.LastSeenAt), known.ID}})
+		if err != nil {
+			return DeviceUpsert{}, fmt.Errorf("registering device for %s: %w", d.Extension, err)
+		}
+		return DeviceUpsert{Device: known}, nil
+	}
+	// The LRU below must see every sighting.
+	if err := s.Flush(ctx); err != nil {
+		return DeviceUpsert{}, err
+	}
+	// Else one statement on the writer instead of a five-statement
+	// transaction. The device count does not change, so nothing is evicted.
 	if known, err := s.touchDevice(ctx, d); err != nil || known.ID != 0 {
 		if err != nil {
 			return DeviceUpsert{}, fmt.Errorf("registering device for %s: %w", d.Extension, err)
@@ -174,10 +189,28 @@ func (s *Store) UpsertDevice(ctx context.Context, d Device, max int) (DeviceUpse
 		d, err = scanDevice(tx.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE id = ?`, id))
 		return err
 	})
+	// A token may have moved from another extension: drop them all.
+	s.dir.forgetAll()
 	if err != nil {
 		return DeviceUpsert{}, fmt.Errorf("registering device for %s: %w", d.Extension, err)
 	}
 	return DeviceUpsert{Device: d, Created: created, Evicted: evicted}, nil
+}
+
+// knownDevice finds d in the directory, stored exactly as d says (same
+// topic, project and, when d names one, instance).
+func (s *Store) knownDevice(d Device) (Device, bool) {
+	e, _ := s.dir.get(d.Extension)
+	if e == nil {
+		return Device{}, false
+	}
+	for _, known := range e.Devices {
+		if known.Provider == d.Provider && known.Token == d.Token && known.Topic == d.Topic &&
+			known.ProjectID == d.ProjectID && (d.Instance == "" || known.Instance == d.Instance) {
+			return known, true
+		}
+	}
+	return Device{}, false
 }
 
 // touchDevice marks the device seen when it is stored exactly as d (same
@@ -214,6 +247,9 @@ func findDevice(ctx context.Context, tx *txn, d Device) (int64, error) {
 
 // ListDevices returns the extension's devices, most recently seen first.
 func (s *Store) ListDevices(ctx context.Context, ext string) ([]Device, error) {
+	if err := s.Flush(ctx); err != nil {
+		return nil, err
+	}
 	out, err := queryDevices(ctx, s.r, `extension = ? ORDER BY last_seen_at DESC, id DESC`, ext)
 	if err != nil {
 		return nil, fmt.Errorf("listing devices of %s: %w", ext, err)
@@ -225,6 +261,7 @@ func (s *Store) ListDevices(ctx context.Context, ext string) ([]Device, error) {
 // extension has no such device.
 func (s *Store) DeleteDevice(ctx context.Context, ext string, id int64) error {
 	res, err := s.w.ExecContext(ctx, `DELETE FROM devices WHERE extension = ? AND id = ?`, ext, id)
+	s.dir.forget(ext)
 	if err != nil {
 		return fmt.Errorf("deleting device %d: %w", id, err)
 	}
@@ -242,6 +279,7 @@ func (s *Store) DeleteDeviceByToken(ctx context.Context, ext, provider, token st
 	}
 	res, err := s.w.ExecContext(ctx, `DELETE FROM devices WHERE extension = ? AND provider = ? AND token = ?`,
 		ext, provider, token)
+	s.dir.forget(ext)
 	if err != nil {
 		return false, fmt.Errorf("deleting device of %s: %w", ext, err)
 	}
@@ -251,7 +289,13 @@ func (s *Store) DeleteDeviceByToken(ctx context.Context, ext, provider, token st
 
 // RemoveDevice removes a device whose token the provider declared dead.
 func (s *Store) RemoveDevice(ctx context.Context, id int64, reason string) error {
-	if _, err := s.w.ExecContext(ctx, `DELETE FROM devices WHERE id = ?`, id); err != nil {
+	var ext string
+	err := s.w.QueryRowContext(ctx, `DELETE FROM devices WHERE id = ? RETURNING extension`, id).Scan(&ext)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil // already gone
+	}
+	s.dir.forget(ext)
+	if err != nil {
 		return fmt.Errorf("removing device %d (%s): %w", id, reason, err)
 	}
 	return nil

@@ -88,6 +88,7 @@ func (s *Store) CreateExtension(ctx context.Context, e Extension) (Extension, er
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		e.Extension, e.DisplayName, e.Realm, e.HA1MD5, e.HA1SHA256,
 		e.PBXUsername, e.PBXPassword, e.PBXRegistrar, now, now)
+	s.dir.forget(e.Extension)
 	if isUniqueViolation(err) {
 		return Extension{}, fmt.Errorf("extension %s: %w", e.Extension, ErrExists)
 	}
@@ -176,6 +177,7 @@ func (s *Store) UpdateExtension(ctx context.Context, ext string, change func(*Ex
 		out = e
 		return err
 	})
+	s.dir.forget(ext)
 	if err != nil {
 		return Extension{}, fmt.Errorf("updating extension %s: %w", ext, err)
 	}
@@ -185,6 +187,7 @@ func (s *Store) UpdateExtension(ctx context.Context, ext string, change func(*Ex
 // DeleteExtension removes the extension and its devices; the call log stays.
 func (s *Store) DeleteExtension(ctx context.Context, ext string) error {
 	res, err := s.w.ExecContext(ctx, `DELETE FROM extensions WHERE extension = ?`, ext)
+	s.dir.forget(ext)
 	if err != nil {
 		return fmt.Errorf("deleting extension %s: %w", ext, err)
 	}

@@ -89,6 +89,28 @@ var migrations = []string{
 		next_attempt_at INTEGER NOT NULL DEFAULT 0,
 		updated_at      INTEGER NOT NULL
 	);`,
+
+	// 5: a count of changes to extensions and devices, which the daemon
+	// watches to drop its in-memory directory when another process (the
+	// CLI) changed them. Sightings and push stamps (last_seen_at,
+	// last_push_at, last_error) do not count.
+	`CREATE TABLE directory_version (
+		id INTEGER PRIMARY KEY CHECK (id = 1),
+		n  INTEGER NOT NULL
+	);
+	INSERT INTO directory_version (id, n) VALUES (1, 0);
+	CREATE TRIGGER extensions_inserted AFTER INSERT ON extensions
+		BEGIN UPDATE directory_version SET n = n + 1; END;
+	CREATE TRIGGER extensions_updated AFTER UPDATE ON extensions
+		BEGIN UPDATE directory_version SET n = n + 1; END;
+	CREATE TRIGGER extensions_deleted AFTER DELETE ON extensions
+		BEGIN UPDATE directory_version SET n = n + 1; END;
+	CREATE TRIGGER devices_inserted AFTER INSERT ON devices
+		BEGIN UPDATE directory_version SET n = n + 1; END;
+	CREATE TRIGGER devices_updated AFTER UPDATE OF extension, provider, token, topic, project_id, instance ON devices
+		BEGIN UPDATE directory_version SET n = n + 1; END;
+	CREATE TRIGGER devices_deleted AFTER DELETE ON devices
+		BEGIN UPDATE directory_version SET n = n + 1; END;`,
 }
 
 // SchemaVersion is the version a fully migrated database has.

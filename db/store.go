@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strings"
 	"time"
@@ -30,10 +31,19 @@ var (
 // Writes go through one connection (w): SQLite has one writer at a time,
 // and queueing writers in Go is far cheaper than SQLite's busy handler,
 // which sleeps. Reads use a pool (r) that WAL lets run beside the writer.
+//
+// Two things keep SQLite off the path of calls: the journal, which writes
+// call-log rows, push attempts and device sightings in batches from one
+// goroutine, and the directory, an in-memory view of extensions and their
+// devices for INVITEs and REGISTERs.
 type Store struct {
 	w   *pool
 	r   *pool
 	now func() time.Time
+	log *slog.Logger
+
+	journal *journal
+	dir     *directory
 }
 
 // Option changes how Open sets up the store.
@@ -41,6 +51,9 @@ type Option func(*Store)
 
 // WithClock sets the clock used for timestamps (tests).
 func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = now } }
+
+// WithLogger sets where the store reports writes it could not make.
+func WithLogger(log *slog.Logger) Option { return func(s *Store) { s.log = log } }
 
 // Open opens (creating if needed) the database at path and migrates it to the
 // latest schema.
@@ -70,7 +83,7 @@ func open(ctx context.Context, path string, version int, opts ...Option) (*Store
 		return nil, fmt.Errorf("opening database %s: %w", path, err)
 	}
 	w.SetMaxOpenConns(1)
-	s := &Store{w: newPool(w), now: time.Now}
+	s := &Store{w: newPool(w), now: time.Now, log: slog.Default(), dir: newDirectory()}
 	for _, o := range opts {
 		o(s)
 	}
@@ -92,15 +105,23 @@ func open(ctx context.Context, path string, version int, opts ...Option) (*Store
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
 	s.r = newPool(r)
+	s.journal = newJournal(s, s.log.With("component", "db"))
 	return s, nil
 }
 
-// Close checkpoints the WAL and closes the database.
+// Close writes what the journal holds, checkpoints the WAL and closes the
+// database.
 func (s *Store) Close() error {
+	s.journal.close()
 	rerr := s.r.Close()
 	_, _ = s.w.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
 	return errors.Join(rerr, s.w.Close())
 }
+
+// Flush waits until every call-log row, push attempt and device sighting
+// written so far is committed. The Store's own reads of those tables flush
+// first; call it before reading the file another way.
+func (s *Store) Flush(ctx context.Context) error { return s.journal.flush(ctx) }
 
 // Ping checks that the database answers.
 func (s *Store) Ping(ctx context.Context) error {

@@ -74,7 +74,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 	slog.SetDefault(logger)
 	logger.Info("callwake starting", "config", cfg.File, "db", cfg.DB.Path)
 
-	store, err := db.Open(ctx, cfg.DB.Path)
+	store, err := db.Open(ctx, cfg.DB.Path, db.WithLogger(logger))
 	if err != nil {
 		return err
 	}
@@ -85,6 +85,8 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, ready c
 			logger.Info("database closed")
 		}
 	}()
+	// Extensions and devices changed by the CLI reach calls within a second.
+	go store.WatchDirectory(ctx, time.Second)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -1,0 +1,169 @@
+package db
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrClosed is returned for writes queued after Close.
+var ErrClosed = errors.New("store closed")
+
+// Journal sizes: how many writes may wait, and how many one transaction
+// commits. A full queue makes writers wait (back-pressure), never drops.
+const (
+	journalQueue = 8192
+	journalBatch = 512
+)
+
+// journal writes what calls leave behind — call-log rows, push attempts,
+// device sightings — from one goroutine, many rows per transaction, so
+// that no call waits for SQLite's single writer. A write is queued in
+// order; reads of those tables flush the queue first (Store.Flush), so
+// nobody reading through the Store sees the log behind.
+type journal struct {
+	s       *Store
+	ops     chan journalOp
+	pending atomic.Int64 // queued and not committed yet
+	done    chan struct{}
+	log     *slog.Logger
+
+	mu     sync.RWMutex // held for reading while queueing, for writing by close
+	closed bool
+}
+
+// journalOp is one statement, or a flush marker (flushed != nil), closed
+// once every op queued before it is committed.
+type journalOp struct {
+	query   string
+	args    []any
+	flushed chan struct{}
+}
+
+func newJournal(s *Store, log *slog.Logger) *journal {
+	j := &journal{s: s, ops: make(chan journalOp, journalQueue), done: make(chan struct{}), log: log}
+	go j.run()
+	return j
+}
+
+// write queues statements that are committed together.
+func (j *journal) write(ctx context.Context, ops ...journalOp) error {
+	j.mu.RLock()
+	defer j.mu.RUnlock()
+	if j.closed {
+		return ErrClosed
+	}
+	j.pending.Add(int64(len(ops)))
+	for i, op := range ops {
+		select {
+		case j.ops <- op:
+		case <-ctx.Done():
+			j.pending.Add(-int64(len(ops) - i))
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// flush waits until every write queued before it is committed.
+func (j *journal) flush(ctx context.Context) error {
+	if j.pending.Load() == 0 {
+		return nil
+	}
+	op := journalOp{flushed: make(chan struct{})}
+	j.mu.RLock()
+	if j.closed {
+		j.mu.RUnlock()
+		return nil // close committed everything
+	}
+	select {
+	case j.ops <- op:
+	case <-ctx.Done():
+		j.mu.RUnlock()
+		return ctx.Err()
+	}
+	j.mu.RUnlock()
+	select {
+	case <-op.flushed:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// close commits what is queued and stops the writer.
+func (j *journal) close() {
+	j.mu.Lock()
+	if !j.closed {
+		j.closed = true
+		close(j.ops)
+	}
+	j.mu.Unlock()
+	<-j.done
+}
+
+func (j *journal) run() {
+	defer close(j.done)
+	batch := make([]journalOp, 0, journalBatch)
+	for op := range j.ops {
+		batch = append(batch[:0], op)
+	more:
+		for len(batch) < journalBatch {
+			select {
+			case op, ok := <-j.ops:
+				if !ok {
+					break more
+				}
+				batch = append(batch, op)
+			default:
+				break more
+			}
+		}
+		j.commit(batch)
+	}
+}
+
+// commit writes a batch in one transaction; if that fails, each statement
+// on its own, so that one bad row costs only itself.
+func (j *journal) commit(batch []journalOp) {
+	n := 0
+	for _, op := range batch {
+		if op.flushed == nil {
+			n++
+		}
+	}
+	if n > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := j.s.inTx(ctx, func(tx *txn) error {
+			for _, op := range batch {
+				if op.flushed == nil {
+					if _, err := tx.ExecContext(ctx, op.query, op.args...); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			j.log.Warn("call log batch failed; writing its rows one by one", "rows", n, "err", err)
+			for _, op := range batch {
+				if op.flushed != nil {
+					continue
+				}
+				if _, err := j.s.w.ExecContext(ctx, op.query, op.args...); err != nil {
+					j.log.Error("call log row lost", "err", err)
+				}
+			}
+		}
+		cancel()
+		j.pending.Add(-int64(n))
+	}
+	for _, op := range batch {
+		if op.flushed != nil {
+			close(op.flushed)
+		}
+	}
+}
