@@ -1,19 +1,14 @@
 package loadtest
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/net/http2"
 
 	"github.com/callwake/callwake/push/pushtest"
 )
@@ -22,17 +17,14 @@ import (
 // ([timestamp]) and callwake forwards into the push payload.
 const benchSentHeader = "X-Bench-Sent"
 
-// pushEndpoint is the APNs callwake pushes to during a load run. It stands
-// in front of pushtest's APNs mock: each push is timed and handed to the
-// phones the moment it arrives, then relayed to the mock, which checks it
-// as APNs would (provider JWT, headers, payload size) and gives the answer
-// callwake gets. pushtest has no hook for "a push arrived", hence the relay.
+// pushEndpoint is the APNs callwake pushes to during a load run:
+// pushtest's APNs mock, which checks each push as APNs would (provider JWT,
+// headers, payload size) and answers it, and tells the endpoint of each
+// push as it arrives, to time it and hand it to the phones.
 type pushEndpoint struct {
 	URL  string
 	mock *pushtest.APNsMock
 	key  pushtest.APNsKey
-	srv  *httptest.Server
-	to   *http.Client // HTTP/2 to the mock
 
 	// wake is called, on its own goroutine, with the callee of every
 	// incoming_call push.
@@ -52,21 +44,15 @@ type pushCounts struct {
 	Refused   int // pushes the mock did not answer 200
 }
 
-// newPushEndpoint starts the mock and the endpoint in front of it. The
-// endpoint uses httptest's certificate, as the mock does, so the mock's
-// RootCAPEM makes callwake trust both.
+// newPushEndpoint starts the mock. callwake trusts its certificate through
+// rootCAPEM.
 func newPushEndpoint(tb testing.TB, dir string, wake func(ext string)) *pushEndpoint {
 	tb.Helper()
 	key := pushtest.WriteAPNsKey(tb, dir)
-	mock := pushtest.NewAPNsMock(tb, pushtest.APNsMockConfig{AuthKey: &key.Key.PublicKey, KeyID: key.KeyID,
-		TeamID: key.TeamID, CountOnly: true})
-	e := &pushEndpoint{mock: mock, key: key, wake: wake,
-		to: &http.Client{Transport: &http2.Transport{TLSClientConfig: mock.ClientTLS()}, Timeout: 10 * time.Second}}
-	e.srv = httptest.NewUnstartedServer(http.HandlerFunc(e.serve))
-	e.srv.EnableHTTP2 = true
-	e.srv.StartTLS()
-	e.URL = e.srv.URL
-	tb.Cleanup(e.srv.Close)
+	e := &pushEndpoint{key: key, wake: wake}
+	e.mock = pushtest.NewAPNsMock(tb, pushtest.APNsMockConfig{AuthKey: &key.Key.PublicKey, KeyID: key.KeyID,
+		TeamID: key.TeamID, CountOnly: true, OnPush: e.arrived})
+	e.URL = e.mock.URL
 	return e
 }
 
@@ -83,32 +69,19 @@ func (e *pushEndpoint) take() ([]time.Duration, pushCounts) {
 	return e.inviteToPush.take(), c
 }
 
-func (e *pushEndpoint) serve(w http.ResponseWriter, r *http.Request) {
-	arrived := time.Now()
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	if err != nil {
-		return
-	}
-	isPush := r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/3/device/")
-	if isPush {
-		e.arrived(body, arrived)
-	}
-	status := e.relay(w, r, body)
-	if isPush && status != http.StatusOK {
-		e.mu.Lock()
-		e.counts.Refused++
-		e.mu.Unlock()
-	}
-}
-
-// arrived times an incoming_call push and wakes its phone.
-func (e *pushEndpoint) arrived(body []byte, at time.Time) {
+// arrived counts a push, times an incoming_call and wakes its phone.
+func (e *pushEndpoint) arrived(req pushtest.APNsRequest, status int) {
 	var p struct {
 		Type    string            `json:"type"`
 		Callee  string            `json:"callee"`
 		Headers map[string]string `json:"headers"`
 	}
-	if err := json.Unmarshal(body, &p); err != nil {
+	if status != http.StatusOK {
+		e.mu.Lock()
+		e.counts.Refused++
+		e.mu.Unlock()
+	}
+	if err := json.Unmarshal(req.Body, &p); err != nil {
 		return
 	}
 	switch p.Type {
@@ -121,7 +94,7 @@ func (e *pushEndpoint) arrived(body []byte, at time.Time) {
 		}
 		e.mu.Unlock()
 		if err == nil {
-			e.inviteToPush.add(at.Sub(sent))
+			e.inviteToPush.add(req.ReceivedAt.Sub(sent))
 		}
 		if e.wake != nil {
 			go e.wake(p.Callee)
@@ -131,28 +104,6 @@ func (e *pushEndpoint) arrived(body []byte, at time.Time) {
 		e.counts.Cancelled++
 		e.mu.Unlock()
 	}
-}
-
-// relay passes the request to the mock and its answer back to callwake.
-func (e *pushEndpoint) relay(w http.ResponseWriter, r *http.Request, body []byte) int {
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, e.mock.URL+r.URL.RequestURI(), bytes.NewReader(body))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadGateway)
-		return http.StatusBadGateway
-	}
-	req.Header = r.Header.Clone()
-	res, err := e.to.Do(req)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadGateway)
-		return http.StatusBadGateway
-	}
-	defer res.Body.Close()
-	for k, v := range res.Header {
-		w.Header()[k] = v
-	}
-	w.WriteHeader(res.StatusCode)
-	_, _ = io.Copy(w, res.Body)
-	return res.StatusCode
 }
 
 // parseSIPpTimestamp reads SIPp's [timestamp]: "2026-11-21<TAB>05:11:17.653731<TAB>1795237877.653731",

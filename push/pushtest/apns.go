@@ -1,6 +1,7 @@
 package pushtest
 
 import (
+	"cmp"
 	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
@@ -37,6 +38,11 @@ type APNsMockConfig struct {
 
 	// CountOnly keeps counts but not the requests (benchmarks).
 	CountOnly bool
+
+	// OnPush, when set, is called with each push as it arrives and the
+	// status its checks gave (200 when it passed them; a scripted answer
+	// comes after), on the request's goroutine, before the answer is sent.
+	OnPush func(req APNsRequest, status int)
 }
 
 // APNsRequest is one push the mock received.
@@ -163,6 +169,9 @@ func (m *APNsMock) serve(w http.ResponseWriter, r *http.Request) {
 		status, reason = checkAPNsRequest(r, token, body)
 	}
 	answer, scripted := m.record(req, status == 0)
+	if m.cfg.OnPush != nil {
+		m.cfg.OnPush(req, cmp.Or(status, http.StatusOK))
+	}
 	if status != 0 {
 		apnsError(w, status, reason)
 		return
