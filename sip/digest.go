@@ -265,10 +265,10 @@ func (a *DigestAuth) Verify(ctx context.Context, req *sip.Request, user string) 
 }
 
 // findCredentials picks the Authorization header meant for our realm.
-func (a *DigestAuth) findCredentials(req *sip.Request) (*digest.Credentials, AuthResult) {
+func (a *DigestAuth) findCredentials(req *sip.Request) (credentials, AuthResult) {
 	result := AuthMissing
 	for _, hdr := range req.GetHeaders("Authorization") {
-		cred, err := digest.ParseCredentials(hdr.Value())
+		cred, err := parseCredentials(hdr.Value())
 		if err != nil {
 			a.log.Info("unparsable Authorization header", "error", err)
 			result = AuthInvalid
@@ -288,7 +288,7 @@ func (a *DigestAuth) findCredentials(req *sip.Request) (*digest.Credentials, Aut
 		}
 		return cred, AuthOK
 	}
-	return nil, result
+	return credentials{}, result
 }
 
 // offered reports whether an answer's algorithm is one we challenge with
@@ -307,12 +307,12 @@ func (a *DigestAuth) offered(alg string) bool {
 
 // response computes the expected request-digest (RFC 2617 3.2.2.1). The uri
 // is the one the phone hashed, as RFC 3261 22.4 lets servers use.
-func (a *DigestAuth) response(h hash.Hash, ha1, method string, cred *digest.Credentials) string {
+func (a *DigestAuth) response(h hash.Hash, ha1, method string, cred credentials) string {
 	ha2 := hashJoin(h, method, cred.URI)
 	if cred.QOP == "" {
 		return hashJoin(h, ha1, cred.Nonce, ha2)
 	}
-	return hashJoin(h, ha1, cred.Nonce, fmt.Sprintf("%08x", cred.Nc), cred.Cnonce, cred.QOP, ha2)
+	return hashJoin(h, ha1, cred.Nonce, cred.Nc, cred.Cnonce, cred.QOP, ha2)
 }
 
 func (a *DigestAuth) newNonce() string {
@@ -359,7 +359,7 @@ func newHash(algorithm string) hash.Hash {
 
 // credentialHash is the hash of an Authorization header: no algorithm
 // parameter means MD5 (RFC 2617).
-func credentialHash(cred *digest.Credentials) hash.Hash {
+func credentialHash(cred credentials) hash.Hash {
 	if cred.Algorithm == "" {
 		return md5.New()
 	}

@@ -113,9 +113,9 @@ func TestHA1KnownVectors(t *testing.T) {
 		t.Errorf("MD5 HA1 = %s", got)
 	}
 	a := &DigestAuth{}
-	cred := &digest.Credentials{
+	cred := credentials{
 		URI: "/dir/index.html", Nonce: "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v",
-		Cnonce: "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ", Nc: 1, QOP: "auth",
+		Cnonce: "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ", Nc: "00000001", QOP: "auth",
 	}
 	for alg, want := range map[string]string{
 		"MD5":     "8ca523f5e9506fed4657c9700eebdbec",
