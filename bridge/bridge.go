@@ -140,6 +140,7 @@ func (b *Bridge) OnInvite(in *sip.InboundCall) {
 		if err := in.Reject(code, reason); err != nil {
 			log.Debug("rejecting INVITE", "err", err)
 		}
+		in.Release()
 		b.metrics.calls.WithLabelValues(outcome).Inc()
 		log.Info("call refused", "status", code, "reason", reason)
 	}
@@ -170,7 +171,6 @@ func (b *Bridge) OnInvite(in *sip.InboundCall) {
 	}
 
 	c := newCall(b, in, devices)
-	c.log = log.With("call_id", c.id)
 	b.mu.Lock()
 	b.calls[c.id] = c
 	if b.byExt[ext] == nil {
@@ -179,7 +179,8 @@ func (b *Bridge) OnInvite(in *sip.InboundCall) {
 	b.byExt[ext][c] = struct{}{}
 	b.mu.Unlock()
 	b.metrics.active.Inc()
-	c.run(bindings)
+	c.start(bindings)
+	go c.run()
 }
 
 func (b *Bridge) busy(ext string) bool {

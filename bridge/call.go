@@ -35,6 +35,11 @@ var (
 // the last answers of cancelled branches (a 2xx racing the CANCEL).
 const lingerAfterEnd = 32 * time.Second
 
+// eventQueue is how many events may wait for a call's goroutine before
+// their senders do: a few (the push results, a phone's 180 and 200) arrive
+// together. Every ringing call holds the queue, 16 bytes a slot.
+const eventQueue = 8
+
 type event interface{}
 
 type evRegister struct {
@@ -66,16 +71,15 @@ type call struct {
 	id      string
 	in      *sip.InboundCall
 	ext     string
-	log     *slog.Logger
 	devices []db.Device
 	row     db.Call
 
 	events chan event
 	done   chan struct{} // closed when run returns
 
-	pushed      map[int64]push.Target // devices sent incoming_call
-	branches    map[string]*branch    // the current branch of each phone
-	legs        []*branch             // every branch, for the final answers still due
+	pushed      []push.Target      // devices sent incoming_call
+	branches    map[string]*branch // the current branch of each phone; nil until the first
+	legs        []*branch          // every branch, for the final answers still due
 	answered    *branch
 	busySeen    bool
 	earlyMedia  bool // a 183 with SDP was relayed
@@ -88,11 +92,17 @@ func newCall(b *Bridge, in *sip.InboundCall, devices []db.Device) *call {
 	now := b.cfg.Now()
 	name, number := in.Caller()
 	c := &call{b: b, id: newCallID(), in: in, ext: in.Extension(), devices: devices,
-		events: make(chan event, 32), done: make(chan struct{}),
-		pushed: map[int64]push.Target{}, branches: map[string]*branch{}}
+		events: make(chan event, eventQueue), done: make(chan struct{})}
 	c.row = db.Call{ID: c.id, SIPCallID: in.CallID(), Extension: c.ext, CallerName: name,
 		CallerNumber: number, InviteAt: now, Outcome: "ringing"}
 	return c
+}
+
+// log is the call's logger. It is made for each line rather than kept:
+// a logger made with With holds its attributes formatted, a few hundred
+// bytes for every ringing call, and a call logs a few lines in its life.
+func (c *call) log() *slog.Logger {
+	return c.b.log.With("sip_call_id", c.row.SIPCallID, "ext", c.ext, "call_id", c.id)
 }
 
 // send hands an event to the call's goroutine; it never blocks once the
@@ -104,12 +114,11 @@ func (c *call) send(ev event) {
 	}
 }
 
-func (c *call) run(bindings []sip.Binding) {
-	defer close(c.done)
-	defer c.b.forget(c)
-
+// start sends the 180, the pushes and the INVITEs to phones reachable at
+// once. It runs on the INVITE's goroutine, before run takes the call over.
+func (c *call) start(bindings []sip.Binding) {
 	if err := c.in.Provisional(sipgo.StatusRinging, "Ringing", nil); err != nil {
-		c.log.Info("sending 180 failed", "err", err)
+		c.log().Info("sending 180 failed", "err", err)
 	}
 	c.startPushes()
 	for _, bnd := range bindings {
@@ -117,9 +126,17 @@ func (c *call) run(bindings []sip.Binding) {
 			c.fork(bnd, c.devicesOf(bnd.PushTargets, bnd.Instance))
 		}
 	}
-	c.log.Info("call ringing", "caller", c.row.CallerNumber, "devices", len(c.devices), "live_bindings", len(c.branches))
+	c.log().Info("call ringing", "caller", c.row.CallerNumber, "devices", len(c.devices), "live_bindings", len(c.branches))
 	c.insertRow()
+}
 
+// run is the call's goroutine from start to the end. Ringing calls park
+// here by the thousand, and the runtime shrinks a parked goroutine's stack
+// only to four times what it uses: so run is a goroutine of its own,
+// started from a shallow stack, and its frame holds little beyond the
+// select, the work being done in the methods it calls.
+func (c *call) run() {
+	defer c.stopped()
 	ring := time.NewTimer(c.b.cfg.RingTimeout)
 	defer ring.Stop()
 	var wake <-chan time.Time
@@ -131,32 +148,19 @@ func (c *call) run(bindings []sip.Binding) {
 	var linger <-chan time.Time
 	inDone := c.in.Done()
 
-	for {
-		if c.ended && !c.talking && c.pendingBranches() == 0 {
-			return
-		}
+	for !c.ended || c.talking || c.pendingBranches() > 0 {
 		select {
 		case <-inDone:
 			inDone = nil
-			if !c.ended && c.answered == nil {
-				if c.in.Cancelled() {
-					c.end(outcomeCancelled, 0, "", push.ReasonCallerHangup, 0, nil)
-				} else {
-					c.end(outcomeFailed, 0, "", push.ReasonCallerHangup, 0, nil)
-				}
-			}
+			c.onCallerGone()
 		case <-wake:
-			c.wakeExpired = true
-			if !c.ended && c.pendingBranches() == 0 {
-				c.log.Info("no device woke in time", "wake_timeout", c.b.cfg.WakeTimeout)
-				c.timeout()
-			}
+			c.onWakeTimeout()
 		case <-ring.C:
 			if !c.ended {
 				c.timeout()
 			}
 		case <-linger:
-			c.log.Warn("branches did not finish after the call ended", "pending", c.pendingBranches())
+			c.log().Warn("branches did not finish after the call ended", "pending", c.pendingBranches())
 			return
 		case ev := <-c.events:
 			c.handle(ev)
@@ -164,6 +168,33 @@ func (c *call) run(bindings []sip.Binding) {
 		if c.ended && !c.talking && linger == nil {
 			linger = time.After(lingerAfterEnd)
 		}
+	}
+}
+
+// stopped is run's end: the call is forgotten and its transaction released.
+func (c *call) stopped() {
+	c.b.forget(c)
+	close(c.done)
+	c.in.Release()
+}
+
+// onCallerGone: the PBX cancelled, or its transaction ended unanswered.
+func (c *call) onCallerGone() {
+	if c.ended || c.answered != nil {
+		return
+	}
+	if c.in.Cancelled() {
+		c.end(outcomeCancelled, 0, "", push.ReasonCallerHangup, 0, nil)
+	} else {
+		c.end(outcomeFailed, 0, "", push.ReasonCallerHangup, 0, nil)
+	}
+}
+
+func (c *call) onWakeTimeout() {
+	c.wakeExpired = true
+	if !c.ended && c.pendingBranches() == 0 {
+		c.log().Info("no device woke in time", "wake_timeout", c.b.cfg.WakeTimeout)
+		c.timeout()
 	}
 }
 
@@ -197,7 +228,7 @@ func (c *call) handle(ev event) {
 		if ev.byPBX {
 			by = "pbx"
 		}
-		c.log.Info("call ended", "outcome", outcomeCompleted, "status", 200, "hangup_by", by,
+		c.log().Info("call ended", "outcome", outcomeCompleted, "status", 200, "hangup_by", by,
 			"duration", c.row.EndAt.Sub(c.row.AnswerAt).Round(time.Millisecond))
 		c.b.metrics.calls.WithLabelValues(outcomeCompleted).Inc()
 		c.b.release(c)
@@ -226,7 +257,7 @@ func (c *call) end(outcome string, status int, reason, pushReason string, except
 			reason = sip.ReasonPhrase(status)
 		}
 		if err := c.in.Reject(status, reason); err != nil {
-			c.log.Debug("final answer not sent", "status", status, "err", err)
+			c.log().Debug("final answer not sent", "status", status, "err", err)
 		}
 	}
 	c.cancelBranches(nil, cancelReason)
@@ -238,7 +269,7 @@ func (c *call) end(outcome string, status int, reason, pushReason string, except
 	}
 	c.finishRow()
 	c.b.metrics.calls.WithLabelValues(outcome).Inc()
-	c.log.Info("call ended", "outcome", outcome, "status", c.row.Status, "branches", len(c.branches),
+	c.log().Info("call ended", "outcome", outcome, "status", c.row.Status, "branches", len(c.branches),
 		"ring_time", c.row.EndAt.Sub(c.row.InviteAt).Round(time.Millisecond))
 }
 
@@ -247,24 +278,23 @@ func (c *call) onDecline(deviceID int64) int {
 	if c.ended || c.answered != nil {
 		return 410
 	}
-	c.log.Info("declined from the push", "device_id", deviceID)
+	c.log().Info("declined from the push", "device_id", deviceID)
 	c.end(outcomeDeclined, sipgo.StatusGlobalDecline, "Decline", push.ReasonDeclinedElsewhere, deviceID, reasonDeclinedElsewhere)
 	return 200
 }
 
+// insertRow and updateRow queue the call's row for the store's journal:
+// they return at once unless the queue is full, which only a stalled disk
+// makes last.
 func (c *call) insertRow() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := c.b.cfg.Store.InsertCall(ctx, c.row); err != nil {
-		c.log.Error("writing call log", "err", err)
+	if err := c.b.cfg.Store.InsertCall(context.Background(), c.row); err != nil {
+		c.log().Error("writing call log", "err", err)
 	}
 }
 
 func (c *call) updateRow() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := c.b.cfg.Store.UpdateCall(ctx, c.row); err != nil {
-		c.log.Error("updating call log", "err", err)
+	if err := c.b.cfg.Store.UpdateCall(context.Background(), c.row); err != nil {
+		c.log().Error("updating call log", "err", err)
 	}
 }
 

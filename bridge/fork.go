@@ -67,7 +67,7 @@ func (c *call) onRegister(ev evRegister) {
 	ids := c.devicesOf(targets, ev.binding.Instance)
 	if len(ids) > 0 && c.row.FirstRegisterAt.IsZero() {
 		c.row.FirstRegisterAt = c.b.cfg.Now()
-		c.log.Info("pushed device registered", "device_id", ids[0],
+		c.log().Info("pushed device registered", "device_id", ids[0],
 			"after", c.row.FirstRegisterAt.Sub(c.row.InviteAt).Round(time.Millisecond))
 	}
 	c.fork(ev.binding, ids)
@@ -109,16 +109,19 @@ func (c *call) fork(b sip.Binding, deviceIDs []int64) {
 	defer cancel()
 	leg, err := c.b.cfg.SIP.Invite(ctx, params)
 	if err != nil {
-		c.log.Warn("INVITE to phone failed", "contact", b.Contact.String(), "err", err)
+		c.log().Warn("INVITE to phone failed", "contact", b.Contact.String(), "err", err)
 		return
 	}
 	br := &branch{key: key, binding: b, leg: leg, started: c.b.cfg.Now()}
 	if len(deviceIDs) > 0 {
 		br.deviceID = deviceIDs[0]
 	}
+	if c.branches == nil {
+		c.branches = map[string]*branch{}
+	}
 	c.branches[key] = br
 	c.legs = append(c.legs, br)
-	c.log.Info("ringing phone", "contact", b.Contact.String(), "transport", b.Transport, "device_id", br.deviceID)
+	c.log().Info("ringing phone", "contact", b.Contact.String(), "transport", b.Transport, "device_id", br.deviceID)
 	go func() {
 		for res := range leg.Responses() {
 			c.send(evResponse{br: br, res: res})
@@ -186,7 +189,7 @@ func (c *call) onResponse(br *branch, res *sipgo.Response) {
 		if code == sipgo.StatusSessionInProgress && len(res.Body()) > 0 && !c.earlyMedia && !c.ended {
 			c.earlyMedia = true
 			if err := c.in.Provisional(code, "Session Progress", res.Body(), sipgo.NewHeader("Content-Type", contentType(res))); err != nil {
-				c.log.Info("relaying early media failed", "err", err)
+				c.log().Info("relaying early media failed", "err", err)
 			}
 		}
 		return
@@ -204,7 +207,7 @@ func (c *call) onResponse(br *branch, res *sipgo.Response) {
 	if c.ended {
 		return
 	}
-	c.log.Info("phone refused the call", "device_id", br.deviceID, "status", code, "reason", res.Reason)
+	c.log().Info("phone refused the call", "device_id", br.deviceID, "status", code, "reason", res.Reason)
 	switch code {
 	case sipgo.StatusGlobalDecline:
 		c.end(outcomeDeclined, sipgo.StatusGlobalDecline, "Decline", push.ReasonDeclinedElsewhere, br.deviceID, reasonDeclinedElsewhere)
@@ -223,8 +226,8 @@ func (c *call) mayStillWake() bool {
 	if c.wakeExpired {
 		return false
 	}
-	for id := range c.pushed {
-		if _, ok := c.branches[fmt.Sprintf("device:%d", id)]; !ok {
+	for _, t := range c.pushed {
+		if _, ok := c.branches[fmt.Sprintf("device:%d", t.DeviceID)]; !ok {
 			return true
 		}
 	}
@@ -235,13 +238,13 @@ func (c *call) mayStillWake() bool {
 func (c *call) answer(br *branch, res *sipgo.Response) {
 	phone, err := br.leg.Confirm(res)
 	if err != nil {
-		c.log.Warn("acknowledging the phone's 200 failed", "err", err)
+		c.log().Warn("acknowledging the phone's 200 failed", "err", err)
 		return
 	}
 	pbx, err := c.in.Answer(phone, res)
 	if err != nil {
 		// The PBX gave up at the same moment.
-		c.log.Info("answering the PBX failed: hanging up the phone", "err", err)
+		c.log().Info("answering the PBX failed: hanging up the phone", "err", err)
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), relayTimeout)
 			defer cancel()
@@ -253,8 +256,8 @@ func (c *call) answer(br *branch, res *sipgo.Response) {
 	now := c.b.cfg.Now()
 	c.answered, c.ended, c.talking = br, true, true
 	c.row.AnswerAt, c.row.AnsweredBy, c.row.Outcome, c.row.Status = now, br.deviceID, outcomeAnswered, sipgo.StatusOK
-	c.log.Info("call answered", "device_id", br.deviceID, "after", now.Sub(c.row.InviteAt).Round(time.Millisecond))
-	sip.Relay(pbx, phone, c.log, func(by *sip.Dialog) { c.send(evHangup{byPBX: by == pbx}) })
+	c.log().Info("call answered", "device_id", br.deviceID, "after", now.Sub(c.row.InviteAt).Round(time.Millisecond))
+	sip.Relay(pbx, phone, c.log(), func(by *sip.Dialog) { c.send(evHangup{byPBX: by == pbx}) })
 	c.cancelBranches(br, reasonCompletedElsewhere)
 	c.cancelPushes(push.ReasonAnsweredElsewhere, br.deviceID)
 	c.updateRow()

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/callwake/callwake/push"
@@ -30,10 +31,10 @@ func (c *call) startPushes() {
 	if len(c.devices) == 0 {
 		return
 	}
+	// Push is done with targets once its results come back: the call keeps
+	// them (and trims them) rather than a copy.
 	targets := Targets(c.devices)
-	for _, t := range targets {
-		c.pushed[t.DeviceID] = t
-	}
+	c.pushed = targets
 	now := c.b.cfg.Now()
 	deadline := c.row.InviteAt.Add(c.b.cfg.RingTimeout)
 	c.row.PushAt = now
@@ -58,13 +59,13 @@ func (c *call) onPushed(ev evPushed) {
 		case push.OutcomeDelivered, push.OutcomeDisabled:
 		default:
 			// Nothing to dismiss on a phone that never got the call.
-			delete(c.pushed, r.Target.DeviceID)
-			c.log.Info("push not delivered", "device_id", r.Target.DeviceID, "provider", r.Target.Provider,
+			c.pushed = slices.DeleteFunc(c.pushed, func(t push.Target) bool { return t.DeviceID == r.Target.DeviceID })
+			c.log().Info("push not delivered", "device_id", r.Target.DeviceID, "provider", r.Target.Provider,
 				"outcome", r.Outcome, "reason", r.Reason)
 		}
 	}
 	if !c.ended && len(c.pushed) == 0 && len(c.legs) == 0 {
-		c.log.Info("no device could be pushed")
+		c.log().Info("no device could be pushed")
 		c.end(outcomeUnavailable, 480, "Temporarily Unavailable (push failed)", push.ReasonTimeout, 0, nil)
 	}
 }
@@ -73,8 +74,8 @@ func (c *call) onPushed(ev evPushed) {
 // that no phone keeps ringing.
 func (c *call) cancelPushes(reason string, except int64) {
 	var targets []push.Target
-	for id, t := range c.pushed {
-		if id != except {
+	for _, t := range c.pushed {
+		if t.DeviceID != except {
 			targets = append(targets, t)
 		}
 	}

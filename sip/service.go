@@ -25,8 +25,10 @@ type Listener struct {
 // CallHandler takes new calls: the bridge implements it.
 type CallHandler interface {
 	// OnInvite is called on its own goroutine for each new INVITE that
-	// passed the trunk checks. The handler owns the call from then on and
-	// must give it a final answer.
+	// passed the trunk checks. The handler owns the call from then on: it
+	// must give it a final answer, and call Release once it no longer needs
+	// the transaction. It need not block until then: a call that rings
+	// can wait on a goroutine of its own, started from a shallow stack.
 	OnInvite(call *InboundCall)
 }
 
@@ -59,7 +61,7 @@ type Service struct {
 	cfg    ServiceConfig
 	log    *slog.Logger
 	ua     *sipgo.UserAgent
-	server *sipgo.Server
+	routes map[sip.RequestMethod]route
 	client *sipgo.Client
 	trunk  *DigestAuth
 
@@ -72,6 +74,8 @@ type Service struct {
 }
 
 type closer interface{ Close() error }
+
+type route func(req *sip.Request, tx sip.ServerTransaction)
 
 // NewService builds the SIP service; Start listens.
 func NewService(cfg ServiceConfig) (*Service, error) {
@@ -88,11 +92,8 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating SIP user agent: %w", err)
 	}
-	server, err := sipgo.NewServer(ua, sipgo.WithServerLogger(log))
-	if err != nil {
-		return nil, fmt.Errorf("creating SIP server: %w", err)
-	}
-	s.ua, s.server = ua, server
+	s.ua = ua
+	ua.TransactionLayer().OnRequest(s.handleRequest)
 	if cfg.TrunkUsername != "" {
 		ha1 := Credentials{Realm: cfg.Realm,
 			HA1MD5:    HA1(AlgorithmMD5, cfg.TrunkUsername, cfg.Realm, cfg.TrunkPassword),
@@ -103,34 +104,51 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 			return nil, err
 		}
 	}
-	server.OnInvite(s.onInvite)
-	server.OnAck(s.onAck)
-	server.OnBye(s.inDialog)
-	server.OnInfo(s.inDialog)
-	server.OnUpdate(s.inDialog)
-	server.OnRequest(sip.REFER, s.inDialog)
-	server.OnRequest(sip.NOTIFY, s.inDialog)
-	server.OnRequest(sip.MESSAGE, s.inDialog)
-	server.OnCancel(func(req *sip.Request, tx sip.ServerTransaction) {
-		// A CANCEL that matched its INVITE was answered by the transaction
-		// layer; this one matched nothing.
-		s.respond(tx, req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist")
-	})
-	server.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
-		res := sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil)
-		res.AppendHeader(sip.NewHeader("Allow", allowedMethods))
-		res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
-		_ = tx.Respond(res)
-	})
-	if cfg.Registrar != nil {
-		server.OnRegister(cfg.Registrar.HandleRegister)
+	s.routes = map[sip.RequestMethod]route{
+		sip.ACK: s.onAck, sip.BYE: s.inDialog, sip.INFO: s.inDialog, sip.UPDATE: s.inDialog,
+		sip.REFER: s.inDialog, sip.NOTIFY: s.inDialog, sip.MESSAGE: s.inDialog,
+		sip.CANCEL: func(req *sip.Request, tx sip.ServerTransaction) {
+			// A CANCEL that matched its INVITE was answered by the transaction
+			// layer; this one matched nothing.
+			s.respond(tx, req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist")
+		},
+		sip.OPTIONS: func(req *sip.Request, tx sip.ServerTransaction) {
+			res := sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil)
+			res.AppendHeader(sip.NewHeader("Allow", allowedMethods))
+			res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
+			_ = tx.Respond(res)
+		},
 	}
-	server.OnNoRoute(func(req *sip.Request, tx sip.ServerTransaction) {
+	if cfg.Registrar != nil {
+		s.routes[sip.REGISTER] = cfg.Registrar.HandleRegister
+	}
+	return s, nil
+}
+
+// handleRequest takes every request the transaction layer passes up: it
+// stands for sipgo's Server, which terminates a server transaction when its
+// handler returns without a final answer. A ringing call would then keep
+// its handler's goroutine parked, with that goroutine's deep stack (sipgo's
+// frames under callwake's), for the whole ring; here a new INVITE handed to
+// the CallHandler is the call's to finish (InboundCall.Release), and the
+// handler may return.
+func (s *Service) handleRequest(req *sip.Request, tx *sip.ServerTx) {
+	if req.IsInvite() {
+		if s.onInvite(req, tx) {
+			return
+		}
+	} else if handle, ok := s.routes[req.Method]; ok {
+		handle(req, tx)
+	} else {
 		res := sip.NewResponseFromRequest(req, sip.StatusMethodNotAllowed, "Method Not Allowed", nil)
 		res.AppendHeader(sip.NewHeader("Allow", allowedMethods))
 		_ = tx.Respond(res)
-	})
-	return s, nil
+	}
+	// As sipgo's Server: a transaction with no final answer ends here; one
+	// with an answer stays for its retransmission timers.
+	if tx != nil {
+		tx.TerminateGracefully()
+	}
 }
 
 // udpReadBuffer is the receive buffer asked for each UDP listener.
@@ -177,15 +195,16 @@ func (s *Service) listen(ctx context.Context, l Listener) (string, error) {
 			_ = udp.SetReadBuffer(udpReadBuffer)
 		}
 		s.track(conn)
-		go s.serve(ctx, t, func() error { return s.server.ServeUDP(conn) })
+		go s.serve(ctx, t, func() error { return s.ua.TransportLayer().ServeUDP(conn) })
 	default:
 		ln, err := net.Listen("tcp", l.Addr)
 		if err != nil {
 			return "", err
 		}
 		addr = ln.Addr().String()
-		serveFn := map[string]func(net.Listener) error{"tcp": s.server.ServeTCP, "ws": s.server.ServeWS,
-			"tls": s.server.ServeTLS, "wss": s.server.ServeWSS}[t]
+		tp := s.ua.TransportLayer()
+		serveFn := map[string]func(net.Listener) error{"tcp": tp.ServeTCP, "ws": tp.ServeWS,
+			"tls": tp.ServeTLS, "wss": tp.ServeWSS}[t]
 		if t == "tls" || t == "wss" {
 			if s.cfg.TLSConfig == nil {
 				ln.Close()
