@@ -67,7 +67,7 @@ func (c *call) onRegister(ev evRegister) {
 	ids := c.devicesOf(targets, ev.binding.Instance)
 	if len(ids) > 0 && c.row.FirstRegisterAt.IsZero() {
 		c.row.FirstRegisterAt = c.b.cfg.Now()
-		c.log().Info("pushed device registered", "device_id", ids[0],
+		c.log().Debug("pushed device registered", "device_id", ids[0],
 			"after", c.row.FirstRegisterAt.Sub(c.row.InviteAt).Round(time.Millisecond))
 	}
 	c.fork(ev.binding, ids)
@@ -121,7 +121,7 @@ func (c *call) fork(b sip.Binding, deviceIDs []int64) {
 	}
 	c.branches[key] = br
 	c.legs = append(c.legs, br)
-	c.log().Info("ringing phone", "contact", b.Contact.String(), "transport", b.Transport, "device_id", br.deviceID)
+	c.log().Debug("ringing phone", "contact", b.Contact.String(), "transport", b.Transport, "device_id", br.deviceID)
 	go func() {
 		for res := range leg.Responses() {
 			c.send(evResponse{br: br, res: res})
@@ -256,7 +256,11 @@ func (c *call) answer(br *branch, res *sipgo.Response) {
 	now := c.b.cfg.Now()
 	c.answered, c.ended, c.talking = br, true, true
 	c.row.AnswerAt, c.row.AnsweredBy, c.row.Outcome, c.row.Status = now, br.deviceID, outcomeAnswered, sipgo.StatusOK
-	c.log().Info("call answered", "device_id", br.deviceID, "after", now.Sub(c.row.InviteAt).Round(time.Millisecond))
+	attrs := []any{"device_id", br.deviceID, "after", now.Sub(c.row.InviteAt).Round(time.Millisecond)}
+	if !c.row.FirstRegisterAt.IsZero() {
+		attrs = append(attrs, "woke_after", c.row.FirstRegisterAt.Sub(c.row.InviteAt).Round(time.Millisecond))
+	}
+	c.log().Info("call answered", attrs...)
 	sip.Relay(pbx, phone, c.log(), func(by *sip.Dialog) { c.send(evHangup{byPBX: by == pbx}) })
 	c.cancelBranches(br, reasonCompletedElsewhere)
 	c.cancelPushes(push.ReasonAnsweredElsewhere, br.deviceID)

@@ -34,9 +34,9 @@ func (f logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: level}
 	switch f.format {
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return slog.New(&lazyAttrs{h: slog.NewTextHandler(w, opts)}), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(&lazyAttrs{h: slog.NewJSONHandler(w, opts)}), nil
 	}
 	return nil, usageError("--log-format %q: use text or json", f.format)
 }

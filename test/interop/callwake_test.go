@@ -119,7 +119,7 @@ db:
 		t.Fatal(err)
 	}
 
-	cw.proc = startProcess(t, "callwake", dir, cleanEnv(), callwakeBin, "serve", "--config", cw.config, "--log-format", "json")
+	cw.proc = startProcess(t, "callwake", dir, cleanEnv(), callwakeBin, "serve", "--config", cw.config, "--log-format", "json", "--log-level", "debug")
 	// Registered after startProcess's cleanup, so it runs first: the
 	// graceful stop is checked before anything is killed.
 	t.Cleanup(cw.stop)
