@@ -148,7 +148,9 @@ func (j *journal) commit(batch []journalOp) {
 		}
 	}
 	if n > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		// No deadline: the SQLite driver watches a context that can end
+		// with a goroutine per statement; the busy timeout bounds waits.
+		ctx := context.Background()
 		err := j.s.inTx(ctx, func(tx *txn) error {
 			for _, op := range batch {
 				if op.flushed == nil {
@@ -170,7 +172,6 @@ func (j *journal) commit(batch []journalOp) {
 				}
 			}
 		}
-		cancel()
 		j.pending.Add(-int64(n))
 	}
 	for _, op := range batch {
