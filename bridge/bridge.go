@@ -180,7 +180,7 @@ func (b *Bridge) OnInvite(in *sip.InboundCall) {
 	b.mu.Unlock()
 	b.metrics.active.Inc()
 	c.start(bindings)
-	go c.run()
+	c.own()
 }
 
 func (b *Bridge) busy(ext string) bool {

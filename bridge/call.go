@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	sipgo "github.com/emiago/sipgo/sip"
@@ -31,14 +32,9 @@ var (
 	reasonDeclinedElsewhere  = sipgo.NewHeader("Reason", `SIP;cause=603;text="Declined"`)
 )
 
-// lingerAfterEnd bounds how long an ended call keeps its goroutine to take
-// the last answers of cancelled branches (a 2xx racing the CANCEL).
+// lingerAfterEnd bounds how long an ended call waits for the last answers
+// of cancelled branches (a 2xx racing the CANCEL).
 const lingerAfterEnd = 32 * time.Second
-
-// eventQueue is how many events may wait for a call's goroutine before
-// their senders do: a few (the push results, a phone's 180 and 200) arrive
-// together. Every ringing call holds the queue, 16 bytes a slot.
-const eventQueue = 8
 
 type event interface{}
 
@@ -64,8 +60,24 @@ type evPushed struct {
 
 type evHangup struct{ byPBX bool }
 
-// call is one PBX INVITE from arrival to hang-up. Only run's goroutine
-// touches its fields; others talk to it with send.
+// Timers and the PBX's side, as events.
+type (
+	evCallerGone  struct{} // the PBX cancelled, or its transaction ended unanswered
+	evWakeTimeout struct{}
+	evRingTimeout struct{}
+	evLinger      struct{}
+)
+
+// call is one PBX INVITE from arrival to hang-up.
+//
+// One goroutine at a time owns a call: it alone touches the fields below
+// mu's, handling the call's events one after another. Others talk to the
+// call with send. The owner is whichever goroutine finds the call without
+// one when it has an event to deliver, and it gives the call up once no
+// event waits: a call that rings, waiting on a phone that sleeps, holds no
+// goroutine. (A parked goroutine costs 4 KiB of stack at least, which was
+// most of a ringing call's memory; STYLE.md's "one owner goroutine" is
+// kept as "one owner at a time".)
 type call struct {
 	b       *Bridge
 	id      string
@@ -74,8 +86,13 @@ type call struct {
 	devices []db.Device
 	row     db.Call
 
-	events chan event
-	done   chan struct{} // closed when run returns
+	mu      sync.Mutex
+	queue   []event       // events waiting for the owner
+	running bool          // a goroutine owns the call
+	over    bool          // the call is finished: events are dropped
+	done    chan struct{} // closed when the call is finished
+
+	ring, wake, linger *time.Timer
 
 	pushed      []push.Target      // devices sent incoming_call
 	branches    map[string]*branch // the current branch of each phone; nil until the first
@@ -86,13 +103,15 @@ type call struct {
 	ended       bool // the PBX has its final answer (or the call was answered)
 	talking     bool // answered and not hung up yet
 	wakeExpired bool // wake_timeout passed: no pushed device will still be waited for
+	abandoned   bool // branches still unanswered lingerAfterEnd after the end
 }
 
 func newCall(b *Bridge, in *sip.InboundCall, devices []db.Device) *call {
 	now := b.cfg.Now()
 	name, number := in.Caller()
+	// The INVITE's goroutine owns the call first: see start.
 	c := &call{b: b, id: newCallID(), in: in, ext: in.Extension(), devices: devices,
-		events: make(chan event, eventQueue), done: make(chan struct{})}
+		running: true, done: make(chan struct{})}
 	c.row = db.Call{ID: c.id, SIPCallID: in.CallID(), Extension: c.ext, CallerName: name,
 		CallerNumber: number, InviteAt: now, Outcome: "ringing"}
 	return c
@@ -105,21 +124,61 @@ func (c *call) log() *slog.Logger {
 	return c.b.log.With("sip_call_id", c.row.SIPCallID, "ext", c.ext, "call_id", c.id)
 }
 
-// send hands an event to the call's goroutine; it never blocks once the
-// call is over.
+// send hands an event to the call's owner, and becomes the owner if the
+// call has none. It never blocks; once the call is over it does nothing.
 func (c *call) send(ev event) {
-	select {
-	case c.events <- ev:
-	case <-c.done:
+	c.mu.Lock()
+	if c.over {
+		c.mu.Unlock()
+		return
+	}
+	c.queue = append(c.queue, ev)
+	start := !c.running
+	c.running = true
+	c.mu.Unlock()
+	if start {
+		go c.own()
+	}
+}
+
+// own handles the call's events until none waits, then gives the call up;
+// it stops the call once it is finished.
+func (c *call) own() {
+	for {
+		if c.abandoned || c.ended && !c.talking && c.pendingBranches() == 0 {
+			c.stop()
+			return
+		}
+		if c.ended && !c.talking && c.linger == nil {
+			c.linger = c.after(lingerAfterEnd, evLinger{})
+		}
+		c.mu.Lock()
+		if len(c.queue) == 0 {
+			c.queue = nil // a ringing call keeps no buffer
+			c.running = false
+			c.mu.Unlock()
+			return
+		}
+		ev := c.queue[0]
+		c.queue[0] = nil
+		c.queue = c.queue[1:]
+		c.mu.Unlock()
+		c.handle(ev)
 	}
 }
 
 // start sends the 180, the pushes and the INVITEs to phones reachable at
-// once. It runs on the INVITE's goroutine, before run takes the call over.
+// once, and sets the call's timers. The INVITE's goroutine runs it as the
+// call's first owner, then handles what arrived meanwhile (own).
 func (c *call) start(bindings []sip.Binding) {
 	if err := c.in.Provisional(sipgo.StatusRinging, "Ringing", nil); err != nil {
 		c.log().Info("sending 180 failed", "err", err)
 	}
+	c.ring = c.after(c.b.cfg.RingTimeout, evRingTimeout{})
+	if c.b.cfg.WakeTimeout > 0 {
+		c.wake = c.after(c.b.cfg.WakeTimeout, evWakeTimeout{})
+	}
+	c.in.OnDone(func() { c.send(evCallerGone{}) })
 	c.startPushes()
 	for _, bnd := range bindings {
 		if ringAtOnce(bnd) {
@@ -130,49 +189,22 @@ func (c *call) start(bindings []sip.Binding) {
 	c.insertRow()
 }
 
-// run is the call's goroutine from start to the end. Ringing calls park
-// here by the thousand, and the runtime shrinks a parked goroutine's stack
-// only to four times what it uses: so run is a goroutine of its own,
-// started from a shallow stack, and its frame holds little beyond the
-// select, the work being done in the methods it calls.
-func (c *call) run() {
-	defer c.stopped()
-	ring := time.NewTimer(c.b.cfg.RingTimeout)
-	defer ring.Stop()
-	var wake <-chan time.Time
-	if c.b.cfg.WakeTimeout > 0 {
-		wt := time.NewTimer(c.b.cfg.WakeTimeout)
-		defer wt.Stop()
-		wake = wt.C
-	}
-	var linger <-chan time.Time
-	inDone := c.in.Done()
-
-	for !c.ended || c.talking || c.pendingBranches() > 0 {
-		select {
-		case <-inDone:
-			inDone = nil
-			c.onCallerGone()
-		case <-wake:
-			c.onWakeTimeout()
-		case <-ring.C:
-			if !c.ended {
-				c.timeout()
-			}
-		case <-linger:
-			c.log().Warn("branches did not finish after the call ended", "pending", c.pendingBranches())
-			return
-		case ev := <-c.events:
-			c.handle(ev)
-		}
-		if c.ended && !c.talking && linger == nil {
-			linger = time.After(lingerAfterEnd)
-		}
-	}
+// after sends ev to the call once d has passed.
+func (c *call) after(d time.Duration, ev event) *time.Timer {
+	return time.AfterFunc(d, func() { c.send(ev) })
 }
 
-// stopped is run's end: the call is forgotten and its transaction released.
-func (c *call) stopped() {
+// stop ends the call's life: later events are dropped, the call is
+// forgotten and its transaction released.
+func (c *call) stop() {
+	c.mu.Lock()
+	c.over, c.queue = true, nil
+	c.mu.Unlock()
+	for _, t := range []*time.Timer{c.ring, c.wake, c.linger} {
+		if t != nil {
+			t.Stop()
+		}
+	}
 	c.b.forget(c)
 	close(c.done)
 	c.in.Release()
@@ -211,6 +243,17 @@ func ringAtOnce(b sip.Binding) bool {
 
 func (c *call) handle(ev event) {
 	switch ev := ev.(type) {
+	case evCallerGone:
+		c.onCallerGone()
+	case evWakeTimeout:
+		c.onWakeTimeout()
+	case evRingTimeout:
+		if !c.ended {
+			c.timeout()
+		}
+	case evLinger:
+		c.log().Warn("branches did not finish after the call ended", "pending", c.pendingBranches())
+		c.abandoned = true
 	case evRegister:
 		c.onRegister(ev)
 	case evResponse:

@@ -67,7 +67,6 @@ func TestMemoryPerRingingCall(t *testing.T) {
 		per(after.HeapAlloc, before.HeapAlloc), (float64(after.HeapObjects)-float64(before.HeapObjects))/float64(n))
 	t.Logf("  goroutines %.2f (%d → %d)", float64(after.goroutines-before.goroutines)/float64(n), before.goroutines, after.goroutines)
 	t.Logf("  GC cycles %d, NextGC %d MiB", after.NumGC, after.NextGC>>20)
-	t.Logf("one ringing call's goroutine:\n%s", ringingStack())
 	p.cancelAll(t, e)
 }
 
@@ -142,18 +141,6 @@ func vmRSS(t *testing.T) uint64 {
 	}
 	t.Fatal("no VmRSS")
 	return 0
-}
-
-// ringingStack is the trace of one goroutine parked in a call.
-func ringingStack() string {
-	buf := make([]byte, 64<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	for _, g := range bytes.Split(buf, []byte("\n\n")) {
-		if bytes.Contains(g, []byte("bridge.(*call).run")) {
-			return string(g)
-		}
-	}
-	return "(none)"
 }
 
 // rawPBX sends INVITEs as datagrams and only counts the answers: it keeps

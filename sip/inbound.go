@@ -26,6 +26,7 @@ type InboundCall struct {
 	cancelled bool // CANCEL received (set before done is closed)
 	mu        sync.Mutex
 	answered  bool
+	onDone    func()
 }
 
 // onInvite reports whether the INVITE became a call, whose owner then
@@ -123,7 +124,32 @@ func callID(req *sip.Request) string {
 	return ""
 }
 
-func (c *InboundCall) finish() { c.doneOnce.Do(func() { close(c.done) }) }
+func (c *InboundCall) finish() {
+	c.doneOnce.Do(func() {
+		close(c.done)
+		c.mu.Lock()
+		f := c.onDone
+		c.mu.Unlock()
+		if f != nil {
+			f()
+		}
+	})
+}
+
+// OnDone calls f once Done is closed (at once if it is): on the goroutine
+// of the CANCEL or of the transaction's end, so f must not block.
+func (c *InboundCall) OnDone(f func()) {
+	c.mu.Lock()
+	select {
+	case <-c.done:
+		c.mu.Unlock()
+		f()
+		return
+	default:
+	}
+	c.onDone = f
+	c.mu.Unlock()
+}
 
 // Release hands the transaction back once the call's owner is done with
 // it: one still without a final answer is terminated, one answered stays

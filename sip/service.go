@@ -27,8 +27,8 @@ type CallHandler interface {
 	// OnInvite is called on its own goroutine for each new INVITE that
 	// passed the trunk checks. The handler owns the call from then on: it
 	// must give it a final answer, and call Release once it no longer needs
-	// the transaction. It need not block until then: a call that rings
-	// can wait on a goroutine of its own, started from a shallow stack.
+	// the transaction. It need not block until then: a ringing call
+	// need hold no goroutine (see InboundCall.OnDone).
 	OnInvite(call *InboundCall)
 }
 
