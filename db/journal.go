@@ -21,7 +21,7 @@ var ErrClosed = errors.New("store closed")
 const (
 	journalQueue  = 8192
 	journalBatch  = 512
-	journalLinger = 20 * time.Millisecond
+	journalLinger = 50 * time.Millisecond
 )
 
 // journal writes what calls leave behind — call-log rows, push attempts,
