@@ -154,7 +154,16 @@ func (c *InboundCall) OnDone(f func()) {
 // Release hands the transaction back once the call's owner is done with
 // it: one still without a final answer is terminated, one answered stays
 // for its retransmission timers.
-func (c *InboundCall) Release() { c.tx.TerminateGracefully() }
+//
+// An answered transaction stays for RFC 6026's 32 s, and its callbacks
+// hold this InboundCall: Release lets go of OnDone's function, so that
+// the caller's call state does not stay with it.
+func (c *InboundCall) Release() {
+	c.mu.Lock()
+	c.onDone = nil
+	c.mu.Unlock()
+	c.tx.TerminateGracefully()
+}
 
 // Extension is the called extension.
 func (c *InboundCall) Extension() string { return c.ext }
