@@ -143,7 +143,9 @@ db:
 	}
 	c := &callwake{cmd: cmd, done: make(chan struct{}), logPath: logPath,
 		sipAddr: fmt.Sprintf("127.0.0.1:%d", sipPort), sipPort: sipPort, httpURL: "http://" + httpAddr, adminToken: benchAdminToken,
-		http: &http.Client{Timeout: 60 * time.Second}}
+		// No keep-alive: an idle connection holds a goroutine in callwake's
+		// HTTP server, and how many are open would blur the goroutine counts.
+		http: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
 	go func() {
 		_ = cmd.Wait()
 		logFile.Close()
