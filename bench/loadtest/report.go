@@ -256,16 +256,21 @@ func (r *Report) sustainedText(flow int) string {
 	}
 	if flow == 2 {
 		for _, u := range r.Unconfirmed {
-			text += fmt.Sprintf("; a %s run at %s did not hold (%s)", r.Opts.LatencyFor, thousands(u.Rate), u.Why)
+			text += fmt.Sprintf("; a %s run at %s did not hold (%s)", runLength(u), thousands(u.Rate), u.Why)
 		}
 		confirmed := 0
 		if c := r.Confirmed; c != nil {
 			confirmed = c.Rate
-			text += fmt.Sprintf("; a %s run at %s held", r.Opts.LatencyFor, thousands(c.Rate))
+			text += fmt.Sprintf("; a %s run at %s held", runLength(*c), thousands(c.Rate))
 		}
 		text += " " + mark(confirmed >= 1000)
 	}
 	return text
+}
+
+// runLength is how long SIPp made the calls of a run.
+func runLength(r StepResult) time.Duration {
+	return time.Duration(r.Calls/max(r.Rate, 1)) * time.Second
 }
 
 func mark(ok bool) string {
