@@ -225,7 +225,18 @@ func TestDeviceRegistrationOverHTTP(t *testing.T) {
 	r := e.registerDevice("1001", "secret-1001", apnsBody(1))
 	e.expect(r, http.StatusCreated, "")
 	first := r.body["device"].(map[string]any)["id"].(float64)
-	e.expect(e.registerDevice("1001", "secret-1001", apnsBody(1)), http.StatusOK, "")
+	// A push stamps the device after the store's directory loaded it: the
+	// refresh answers with the stamp, not the directory's copy.
+	if err := e.store.RecordPushAttempt(context.Background(), db.PushAttempt{CallID: "c", DeviceID: int64(first),
+		Provider: "apns", Type: "incoming_call", SentAt: time.UnixMilli(1_700_000_000_000), Outcome: "failed",
+		DeviceError: "failed: BadTopic"}); err != nil {
+		t.Fatal(err)
+	}
+	r = e.registerDevice("1001", "secret-1001", apnsBody(1))
+	e.expect(r, http.StatusOK, "")
+	if dev := r.body["device"].(map[string]any); dev["last_push_at"] == nil || dev["last_push_at"] == "" {
+		t.Errorf("refreshed device %v: no last_push_at", dev)
+	}
 	e.expect(e.registerDevice("1001", "secret-1001", `{"provider":"fcm","token":"fcm:tok-1","project_id":"proj"}`), http.StatusCreated, "")
 	// MaxDevices is 2 here: the third evicts the least recently used (the APNs one).
 	r = e.registerDevice("1001", "secret-1001", `{"provider":"fcm","token":"fcm:tok-2"}`)

@@ -114,6 +114,17 @@ func (s *Server) registerDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	saved := up.Device
+	// A refreshed device comes from the store's in-memory directory, with
+	// the push stamps of when it was loaded: answer with the row as it is.
+	if !up.Created {
+		if devs, err := s.opts.Store.ListDevices(r.Context(), ext.Extension); err == nil {
+			for _, d := range devs {
+				if d.ID == saved.ID {
+					saved = d
+				}
+			}
+		}
+	}
 	evictedIDs := make([]int64, 0, len(up.Evicted))
 	for _, e := range up.Evicted {
 		evictedIDs = append(evictedIDs, e.ID)

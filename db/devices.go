@@ -116,29 +116,23 @@ func (s *Store) UpsertDevice(ctx context.Context, d Device, max int) (DeviceUpse
 	if err := ValidateDevice(&d); err != nil {
 		return DeviceUpsert{}, err
 	}
-	// Most registrations are refreshes of a device stored as it is. When
-	// the directory holds it, the sighting goes to the journal and nothing
-	// waits for the writer.
-	if known, ok := s.knownDevice(d); ok {
-		known.LastSeenAt, known.LastError = fromMillis(s.millis()), ""
-		err := s.journal.write(ctx, journalOp{query: `UPDATE devices SET last_seen_at = ?, last_error = '' WHERE id = ?`,
-			args: []any{toMillis(known.LastSeenAt), known.ID}})
-		if err != nil {
-			return DeviceUpsert{}, fmt.Errorf("registering device for %s: %w", d.Extension, err)
+	// Most registrations are refreshes of a device stored as it is: the
+	// sighting goes to the journal, and nothing waits for the writer. An
+	// unknown extension, or a failed lookup, is the transaction's to report.
+	if e, err := s.Lookup(ctx, d.Extension); err == nil {
+		if known, ok := e.device(d); ok {
+			known.LastSeenAt, known.LastError = fromMillis(s.millis()), ""
+			err := s.journal.write(ctx, journalOp{query: `UPDATE devices SET last_seen_at = ?, last_error = '' WHERE id = ?`,
+				args: []any{toMillis(known.LastSeenAt), known.ID}})
+			if err != nil {
+				return DeviceUpsert{}, fmt.Errorf("registering device for %s: %w", d.Extension, err)
+			}
+			return DeviceUpsert{Device: known}, nil
 		}
-		return DeviceUpsert{Device: known}, nil
 	}
 	// The LRU below must see every sighting.
 	if err := s.Flush(ctx); err != nil {
 		return DeviceUpsert{}, err
-	}
-	// Else one statement on the writer instead of a five-statement
-	// transaction. The device count does not change, so nothing is evicted.
-	if known, err := s.touchDevice(ctx, d); err != nil || known.ID != 0 {
-		if err != nil {
-			return DeviceUpsert{}, fmt.Errorf("registering device for %s: %w", d.Extension, err)
-		}
-		return DeviceUpsert{Device: known}, nil
 	}
 	var evicted []Device
 	created := false
@@ -197,13 +191,11 @@ func (s *Store) UpsertDevice(ctx context.Context, d Device, max int) (DeviceUpse
 	return DeviceUpsert{Device: d, Created: created, Evicted: evicted}, nil
 }
 
-// knownDevice finds d in the directory, stored exactly as d says (same
-// topic, project and, when d names one, instance).
-func (s *Store) knownDevice(d Device) (Device, bool) {
-	e, _ := s.dir.get(d.Extension)
-	if e == nil {
-		return Device{}, false
-	}
+// device finds d among the entry's devices, stored exactly as d says (same
+// provider, token, topic, project and, when d names one, instance). The
+// returned device's push stamps (LastPushAt, LastError) are those of when
+// the entry was loaded.
+func (e *Entry) device(d Device) (Device, bool) {
 	for _, known := range e.Devices {
 		if known.Provider == d.Provider && known.Token == d.Token && known.Topic == d.Topic &&
 			known.ProjectID == d.ProjectID && (d.Instance == "" || known.Instance == d.Instance) {
@@ -211,20 +203,6 @@ func (s *Store) knownDevice(d Device) (Device, bool) {
 		}
 	}
 	return Device{}, false
-}
-
-// touchDevice marks the device seen when it is stored exactly as d (same
-// extension, topic, project and instance); it returns it, or a zero Device.
-func (s *Store) touchDevice(ctx context.Context, d Device) (Device, error) {
-	row := s.w.QueryRowContext(ctx, `UPDATE devices SET last_seen_at = ?, last_error = ''
-		WHERE provider = ? AND token = ? AND extension = ? AND topic = ? AND project_id = ?
-		AND (? = '' OR instance = ?) RETURNING `+deviceColumns,
-		s.millis(), d.Provider, d.Token, d.Extension, d.Topic, d.ProjectID, d.Instance, d.Instance)
-	known, err := scanDevice(row)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Device{}, nil
-	}
-	return known, err
 }
 
 // findDevice returns the id of the row d updates, or 0 for a new device.
