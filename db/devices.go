@@ -272,9 +272,9 @@ func (s *Store) RemoveDevice(ctx context.Context, id int64, reason string) error
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil // already gone
 	}
-	s.dir.forget(ext)
 	if err != nil {
 		return fmt.Errorf("removing device %d (%s): %w", id, reason, err)
 	}
+	s.dir.forget(ext)
 	return nil
 }
