@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/callwake/callwake/test/testnet"
 )
 
 const (
@@ -80,14 +82,11 @@ type callwake struct {
 // database (dir/callwake.db) outlives the process, so extensions are
 // provisioned once per run of the harness.
 func startCallwake(bin, dir string, push *pushEndpoint, cfg callwakeConfig) (*callwake, error) {
-	sipPort, err := freePort()
+	ports, err := testnet.FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
-	httpPort, err := freePort()
-	if err != nil {
-		return nil, err
-	}
+	sipPort, httpPort := ports[0], ports[1]
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", httpPort)
 	caPath := filepath.Join(dir, "apns-ca.pem")
 	if err := os.WriteFile(caPath, push.rootCAPEM(), 0o644); err != nil {

@@ -83,7 +83,8 @@ func startCallwake(t *testing.T) *callwake {
 func startCallwakeWith(t *testing.T, pbx pbxConfig) *callwake {
 	t.Helper()
 	dir := t.TempDir()
-	sipPort, httpPort := freePort(t), freePort(t)
+	ports := freePorts(t, 2)
+	sipPort, httpPort := ports[0], ports[1]
 	token := make([]byte, 16)
 	rand.Read(token)
 	cw := &callwake{

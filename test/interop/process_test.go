@@ -149,11 +149,17 @@ func cleanEnv(extra ...string) []string {
 // freePort is a loopback port free for both UDP and TCP.
 func freePort(t *testing.T) int {
 	t.Helper()
-	port, err := testnet.FreePort()
+	return freePorts(t, 1)[0]
+}
+
+// freePorts is n distinct loopback ports free for both UDP and TCP.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	ports, err := testnet.FreePorts(n)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return port
+	return ports
 }
 
 // freePortPair returns an even UDP port p with p+2 also free: SIPp binds
