@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"sync"
 	"testing"
 	"time"
 )
@@ -296,20 +297,36 @@ func (h *harness) profile() {
 	h.phones.setMode(f.Phone)
 	secs := int(h.opts.ProfileFor / time.Second)
 	path := filepath.Join(h.opts.ResultsDir, fmt.Sprintf("cpu-flow2-%dcps.pb.gz", rate))
-	var profileErr error
-	done := make(chan struct{})
+	allocsPath := filepath.Join(h.opts.ResultsDir, fmt.Sprintf("allocs-flow2-%dcps.pb.gz", rate))
+	heapPath := filepath.Join(h.opts.ResultsDir, fmt.Sprintf("heap-flow2-%dcps.pb.gz", rate))
+	var profileErr, allocsErr, heapErr error
+	var wg sync.WaitGroup
+	// fetch saves a profile of callwake, asked for after a delay.
+	fetch := func(after time.Duration, url, path string, errp *error) {
+		defer wg.Done()
+		time.Sleep(after)
+		body, err := h.cw.get(context.Background(), url)
+		if err == nil {
+			err = os.WriteFile(path, body, 0o644)
+		}
+		*errp = err
+	}
+	start := 3 * time.Second // past SIPp's start, into the steady rate
 	r := h.runStep(f, rate, rate*(secs+6), func() {
-		go func() {
-			defer close(done)
-			time.Sleep(3 * time.Second) // past SIPp's start, into the steady rate
-			body, err := h.cw.get(context.Background(), fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs))
-			if err == nil {
-				err = os.WriteFile(path, body, 0o644)
-			}
-			profileErr = err
-		}()
+		wg.Add(3)
+		go fetch(start, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), path, &profileErr)
+		// The allocations of the same seconds: what the collector works for.
+		go fetch(start, fmt.Sprintf("/debug/pprof/allocs?seconds=%d", secs), allocsPath, &allocsErr)
+		// What is live at the end of them: mostly what the SIP stack keeps.
+		go fetch(start+time.Duration(secs)*time.Second, "/debug/pprof/heap", heapPath, &heapErr)
 	})
-	<-done
+	wg.Wait()
+	if allocsErr != nil {
+		h.tb.Errorf("allocation profile: %v", allocsErr)
+	}
+	if heapErr != nil {
+		h.tb.Errorf("heap profile: %v", heapErr)
+	}
 	if profileErr != nil {
 		h.tb.Errorf("CPU profile: %v", profileErr)
 		return
