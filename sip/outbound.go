@@ -43,6 +43,18 @@ type OutboundLeg struct {
 
 // Invite sends an INVITE to a phone. ctx bounds only the sending.
 func (s *Service) Invite(ctx context.Context, p InviteParams) (*OutboundLeg, error) {
+	req := s.inviteRequest(&p)
+	tx, err := s.client.TransactionRequest(ctx, req, sipgo.ClientRequestAddVia)
+	if err != nil {
+		return nil, fmt.Errorf("sending INVITE to %s: %w", p.Target.String(), err)
+	}
+	leg := &OutboundLeg{svc: s, req: req, tx: tx, destination: p.Destination, responses: make(chan *sip.Response, 8)}
+	go leg.read()
+	return leg, nil
+}
+
+// inviteRequest builds the INVITE that Invite sends.
+func (s *Service) inviteRequest(p *InviteParams) *sip.Request {
 	req := sip.NewRequest(sip.INVITE, *p.Target.Clone())
 	from := sip.FromHeader{DisplayName: p.FromName, Address: *p.From.Clone(), Params: sip.NewParams()}
 	from.Params.Add("tag", sip.GenerateTagN(16))
@@ -75,13 +87,7 @@ func (s *Service) Invite(ctx context.Context, p InviteParams) (*OutboundLeg, err
 	if p.Destination != "" {
 		req.SetDestination(p.Destination)
 	}
-	tx, err := s.client.TransactionRequest(ctx, req, sipgo.ClientRequestAddVia)
-	if err != nil {
-		return nil, fmt.Errorf("sending INVITE to %s: %w", p.Target.String(), err)
-	}
-	leg := &OutboundLeg{svc: s, req: req, tx: tx, destination: p.Destination, responses: make(chan *sip.Response, 8)}
-	go leg.read()
-	return leg, nil
+	return req
 }
 
 // Responses delivers the phone's responses (not 100); the channel is closed
