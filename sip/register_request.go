@@ -3,7 +3,6 @@ package sip
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"math"
 	"strconv"
 	"strings"
@@ -29,7 +28,7 @@ type contactUpdate struct {
 
 // parseContacts reads the Contacts and intervals of req. A non-nil
 // response is the answer to send instead (400, 423, 555).
-func (r *Registrar) parseContacts(log *slog.Logger, req *sip.Request) ([]contactUpdate, *sip.Response) {
+func (r *Registrar) parseContacts(log *requestLogger, req *sip.Request) ([]contactUpdate, *sip.Response) {
 	contacts, err := contactHeaders(req)
 	if err != nil {
 		log.Info("unparsable Contact in REGISTER", "error", err)

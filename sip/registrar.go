@@ -247,11 +247,10 @@ func (r *Registrar) live(b Binding) bool {
 func (r *Registrar) HandleRegister(req *sip.Request, tx sip.ServerTransaction) {
 	ctx, cancel := context.WithTimeout(context.Background(), registerTimeout)
 	defer cancel()
-	callID := ""
+	log := requestLogger{log: r.log, source: req.Source()}
 	if h := req.CallID(); h != nil {
-		callID = h.Value()
+		log.callID = h.Value()
 	}
-	log := r.log.With("sip_call_id", callID, "source", req.Source())
 	res, events := r.register(ctx, log, req)
 	if err := tx.Respond(res); err != nil {
 		log.Warn("sending REGISTER answer failed", "status", res.StatusCode, "error", err)
@@ -271,7 +270,7 @@ type AfterRegisterHandler interface {
 	AfterRegister(ev RegisterEvent)
 }
 
-func (r *Registrar) register(ctx context.Context, log *slog.Logger, req *sip.Request) (*sip.Response, []RegisterEvent) {
+func (r *Registrar) register(ctx context.Context, log requestLogger, req *sip.Request) (*sip.Response, []RegisterEvent) {
 	now := r.now()
 	r.table.sweep(now)
 
@@ -280,7 +279,7 @@ func (r *Registrar) register(ctx context.Context, log *slog.Logger, req *sip.Req
 		return reply(req, sip.StatusBadRequest, "Missing To user, Call-ID or CSeq"), nil
 	}
 	ext := to.Address.User
-	log = log.With("ext", ext)
+	log.ext = ext
 
 	result, err := r.auth.Verify(ctx, req, ext)
 	if err != nil {
@@ -292,7 +291,7 @@ func (r *Registrar) register(ctx context.Context, log *slog.Logger, req *sip.Req
 		return r.auth.Response(req, result), nil
 	}
 
-	updates, res := r.parseContacts(log, req)
+	updates, res := r.parseContacts(&log, req)
 	if res != nil {
 		return res, nil
 	}
@@ -329,8 +328,8 @@ func (r *Registrar) register(ctx context.Context, log *slog.Logger, req *sip.Req
 		}
 	}
 	r.table.set(ext, bindings)
-	for _, ev := range events {
-		logEvent(log, ev)
+	for i := range events {
+		logEvent(&log, &events[i])
 	}
 	applied := make([]RegisterEvent, 0, len(events))
 	for _, ev := range events {
@@ -347,19 +346,26 @@ func (r *Registrar) extLock(ext string) *sync.Mutex {
 	return &r.extLocks[h.Sum32()%uint32(len(r.extLocks))]
 }
 
-func logEvent(log *slog.Logger, ev RegisterEvent) {
+func logEvent(log *requestLogger, ev *RegisterEvent) {
+	level, msg := slog.LevelDebug, "binding refreshed"
+	switch {
+	case ev.Removed:
+		level, msg = slog.LevelInfo, "binding removed"
+	case !ev.Refresh:
+		level, msg = slog.LevelInfo, "binding added"
+	}
+	// A refresh, the common case, is at debug level: build nothing for it.
+	if !log.enabled(level) {
+		return
+	}
 	attrs := []any{
 		"contact", ev.Binding.Contact.String(),
 		"instance", ev.Binding.Instance,
 		"transport", ev.Binding.Transport,
 		"push_targets", len(ev.Targets),
 	}
-	switch {
-	case ev.Removed:
-		log.Info("binding removed", attrs...)
-	case !ev.Refresh:
-		log.Info("binding added", append(attrs, "expires", ev.Binding.Expires)...)
-	default:
-		log.Debug("binding refreshed", append(attrs, "expires", ev.Binding.Expires)...)
+	if !ev.Removed {
+		attrs = append(attrs, "expires", ev.Binding.Expires)
 	}
+	log.write(level, msg, attrs)
 }
