@@ -152,6 +152,31 @@ func TestDigestChallenges(t *testing.T) {
 	}
 }
 
+// The challenges are formatted in place; phones must get exactly what
+// icholy/digest's Challenge.String wrote, realm quoting included.
+func TestChallengesAsIcholyFormats(t *testing.T) {
+	for _, realm := range []string{testRealm, `pbx "main" \ east`, "café.example", "tab\there"} {
+		a, err := NewDigestAuth(DigestConfig{Realm: realm, Store: &passwordStore{}, Now: newFakeClock().Now, Logger: quietLogger,
+			Algorithms: []string{AlgorithmMD5, AlgorithmSHA256}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, stale := range []bool{false, true} {
+			values := a.Challenges(stale)
+			for i, alg := range []string{AlgorithmMD5, AlgorithmSHA256} {
+				chal, err := digest.ParseChallenge(values[i])
+				if err != nil {
+					t.Fatalf("parsing %q: %v", values[i], err)
+				}
+				want := (&digest.Challenge{Realm: realm, Nonce: chal.Nonce, Algorithm: alg, QOP: []string{"auth"}, Stale: stale}).String()
+				if values[i] != want {
+					t.Errorf("challenge %q, icholy/digest writes %q", values[i], want)
+				}
+			}
+		}
+	}
+}
+
 func TestDigestVerify(t *testing.T) {
 	store := &passwordStore{passwords: map[string]string{"1001": "secret1001", "1002": "secret1002"}}
 	tests := []struct {

@@ -15,8 +15,8 @@ type credentials struct {
 }
 
 // parseCredentials reads `Digest k=v, k="v", ...`. Values are slices of the
-// header: one allocation-free pass, where icholy/digest's parser (kept for
-// building challenges) takes a 4 KiB reader per header, which showed in
+// header: one allocation-free pass, where icholy/digest's parser (used by
+// the upstream client) takes a 4 KiB reader per header, which showed in
 // the allocation profile of every REGISTER. Unknown parameters are
 // skipped; a repeated one keeps its last value.
 func parseCredentials(v string) (credentials, error) {
