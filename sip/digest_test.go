@@ -122,7 +122,7 @@ func TestHA1KnownVectors(t *testing.T) {
 		"SHA-256": "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1",
 	} {
 		ha1 := HA1(alg, "Mufasa", "http-auth@example.org", "Circle of Life")
-		if got := a.response(newHash(alg), ha1, "GET", cred); got != want {
+		if got := a.response(hashOf(alg), ha1, "GET", cred); got != want {
 			t.Errorf("%s response = %s, want %s", alg, got, want)
 		}
 	}
