@@ -57,10 +57,11 @@ func (b Binding) ConnectionOriented() bool {
 	return false
 }
 
-func (b Binding) clone() Binding {
-	b.Contact = *b.Contact.Clone()
-	b.PushTargets = slices.Clone(b.PushTargets)
-	return b
+func (b *Binding) clone() Binding {
+	c := *b
+	c.Contact = *b.Contact.Clone()
+	c.PushTargets = slices.Clone(b.PushTargets)
+	return c
 }
 
 // bindingKey identifies a binding within its extension: the instance when
@@ -78,31 +79,36 @@ func bindingKey(instance string, contact sip.Uri) string {
 }
 
 // bindingTable holds the bindings of every extension, keyed by bindingKey.
+// A Binding in the table is never modified: a REGISTER replaces it with a
+// new one, and whatever leaves the registrar is a clone. So the table
+// holds pointers, and copies of its maps share them: a map of Binding
+// values (each over 300 bytes) cost a REGISTER kilobytes to copy.
 type bindingTable struct {
 	mu        sync.RWMutex
-	byExt     map[string]map[string]Binding
+	byExt     map[string]map[string]*Binding
 	lastSweep time.Time
 }
 
 func newBindingTable() *bindingTable {
-	return &bindingTable{byExt: make(map[string]map[string]Binding)}
+	return &bindingTable{byExt: make(map[string]map[string]*Binding)}
 }
 
-// current returns a copy of the unexpired bindings of ext.
-func (t *bindingTable) current(ext string, now time.Time) map[string]Binding {
+// current returns a new map of the unexpired bindings of ext. The
+// bindings are shared with the table: do not modify them.
+func (t *bindingTable) current(ext string, now time.Time) map[string]*Binding {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	out := make(map[string]Binding, len(t.byExt[ext]))
+	out := make(map[string]*Binding, len(t.byExt[ext]))
 	for k, b := range t.byExt[ext] {
 		if b.Expires.After(now) {
-			out[k] = b.clone()
+			out[k] = b
 		}
 	}
 	return out
 }
 
 // set replaces the bindings of ext.
-func (t *bindingTable) set(ext string, bindings map[string]Binding) {
+func (t *bindingTable) set(ext string, bindings map[string]*Binding) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(bindings) == 0 {
@@ -132,12 +138,10 @@ func (t *bindingTable) sweep(now time.Time) {
 	}
 }
 
-// sortBindings orders bindings most recently refreshed first.
-func sortBindings(bs []Binding) {
-	slices.SortFunc(bs, func(a, b Binding) int {
-		if c := b.Refreshed.Compare(a.Refreshed); c != 0 {
-			return c
-		}
-		return strings.Compare(bindingKey(a.Instance, a.Contact), bindingKey(b.Instance, b.Contact))
-	})
+// compareBindings orders bindings most recently refreshed first.
+func compareBindings(a, b *Binding) int {
+	if c := b.Refreshed.Compare(a.Refreshed); c != 0 {
+		return c
+	}
+	return strings.Compare(bindingKey(a.Instance, a.Contact), bindingKey(b.Instance, b.Contact))
 }

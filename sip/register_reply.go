@@ -3,6 +3,7 @@ package sip
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -12,13 +13,13 @@ import (
 
 // okReply lists every current binding with the seconds it has left, and,
 // as RFC 8599 5 asks, a Feature-Caps sip.pns for each push service accepted.
-func (r *Registrar) okReply(req *sip.Request, bindings map[string]Binding, updates []contactUpdate, now time.Time) *sip.Response {
+func (r *Registrar) okReply(req *sip.Request, bindings map[string]*Binding, updates []contactUpdate, now time.Time) *sip.Response {
 	res := sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil)
-	current := make([]Binding, 0, len(bindings))
+	current := make([]*Binding, 0, len(bindings))
 	for _, b := range bindings {
 		current = append(current, b)
 	}
-	sortBindings(current)
+	slices.SortFunc(current, compareBindings)
 	for _, b := range current {
 		c := &sip.ContactHeader{Address: *b.Contact.Clone(), Params: sip.NewParams()}
 		c.Params.Add("expires", strconv.Itoa(secondsLeft(b.Expires, now)))

@@ -166,8 +166,8 @@ type registerRequest struct {
 // REGISTER asks, returning the events to report. ok is false when a
 // binding it touches was registered by the same Call-ID with a CSeq at
 // least as high (RFC 3261 10.3 step 7): then nothing may change.
-func (rq registerRequest) apply(bindings map[string]Binding, updates []contactUpdate) (events []RegisterEvent, ok bool) {
-	stale := func(b Binding) bool { return b.CallID == rq.callID && rq.cseq <= b.CSeq }
+func (rq *registerRequest) apply(bindings map[string]*Binding, updates []contactUpdate) (events []RegisterEvent, ok bool) {
+	stale := func(b *Binding) bool { return b.CallID == rq.callID && rq.cseq <= b.CSeq }
 
 	if len(updates) == 1 && updates[0].wildcard {
 		for _, b := range bindings {
@@ -176,7 +176,7 @@ func (rq registerRequest) apply(bindings map[string]Binding, updates []contactUp
 			}
 		}
 		for key, b := range bindings {
-			ev := RegisterEvent{Ext: rq.ext, Binding: b, Removed: true}
+			ev := RegisterEvent{Ext: rq.ext, Binding: *b, Removed: true}
 			if b.CallID == rq.callID {
 				ev.Targets = b.PushTargets
 			}
@@ -186,14 +186,15 @@ func (rq registerRequest) apply(bindings map[string]Binding, updates []contactUp
 		return events, true
 	}
 
-	for _, u := range updates {
-		if b, found := bindings[u.key]; found && stale(b) {
+	for i := range updates {
+		if b, found := bindings[updates[i].key]; found && stale(b) {
 			return nil, false
 		}
 	}
-	for _, u := range updates {
+	for i := range updates {
+		u := &updates[i]
 		old, found := bindings[u.key]
-		b := Binding{
+		b := &Binding{
 			Ext:         rq.ext,
 			Contact:     *u.contact.Address.Clone(),
 			Instance:    u.instance,
@@ -213,11 +214,11 @@ func (rq registerRequest) apply(bindings map[string]Binding, updates []contactUp
 			}
 			delete(bindings, u.key)
 			if found || len(targets) > 0 {
-				events = append(events, RegisterEvent{Ext: rq.ext, Binding: b, Removed: true, Targets: targets})
+				events = append(events, RegisterEvent{Ext: rq.ext, Binding: *b, Removed: true, Targets: targets})
 			}
 			continue
 		}
-		ev := RegisterEvent{Ext: rq.ext, Binding: b, Targets: u.targets, Refresh: found}
+		ev := RegisterEvent{Ext: rq.ext, Binding: *b, Targets: u.targets, Refresh: found}
 		if found {
 			ev.PreviousTargets = old.PushTargets
 		}

@@ -224,16 +224,20 @@ func ConnAliveFunc(tl *sip.TransportLayer) func(transport, addr string) bool {
 // first, with Live set.
 func (r *Registrar) Bindings(ext string) []Binding {
 	current := r.table.current(ext, r.now())
-	out := make([]Binding, 0, len(current))
+	sorted := make([]*Binding, 0, len(current))
 	for _, b := range current {
-		b.Live = r.live(b)
-		out = append(out, b)
+		sorted = append(sorted, b)
 	}
-	sortBindings(out)
+	slices.SortFunc(sorted, compareBindings)
+	out := make([]Binding, len(sorted))
+	for i, b := range sorted {
+		out[i] = b.clone()
+		out[i].Live = r.live(b)
+	}
 	return out
 }
 
-func (r *Registrar) live(b Binding) bool {
+func (r *Registrar) live(b *Binding) bool {
 	if !b.ConnectionOriented() {
 		return false
 	}
@@ -318,7 +322,7 @@ func (r *Registrar) register(ctx context.Context, log requestLogger, req *sip.Re
 		for _, ev := range events {
 			// Copies, so that the handler cannot reach into the table.
 			ev.Binding = ev.Binding.clone()
-			ev.Binding.Live = r.live(ev.Binding)
+			ev.Binding.Live = r.live(&ev.Binding)
 			ev.Targets = slices.Clone(ev.Targets)
 			ev.PreviousTargets = slices.Clone(ev.PreviousTargets)
 			if err := r.handler.OnRegister(ctx, ev); err != nil {
@@ -334,7 +338,7 @@ func (r *Registrar) register(ctx context.Context, log requestLogger, req *sip.Re
 	applied := make([]RegisterEvent, 0, len(events))
 	for _, ev := range events {
 		ev.Binding = ev.Binding.clone()
-		ev.Binding.Live = r.live(ev.Binding)
+		ev.Binding.Live = r.live(&ev.Binding)
 		applied = append(applied, ev)
 	}
 	return r.okReply(req, bindings, updates, now), applied
