@@ -249,13 +249,11 @@ func (r *Registrar) live(b *Binding) bool {
 
 // HandleRegister answers a REGISTER; mount it with server.OnRegister.
 func (r *Registrar) HandleRegister(req *sip.Request, tx sip.ServerTransaction) {
-	ctx, cancel := context.WithTimeout(context.Background(), registerTimeout)
-	defer cancel()
 	log := requestLogger{log: r.log, source: req.Source()}
 	if h := req.CallID(); h != nil {
 		log.callID = h.Value()
 	}
-	res, events := r.register(ctx, log, req)
+	res, events := r.register(log, req)
 	if err := tx.Respond(res); err != nil {
 		log.Warn("sending REGISTER answer failed", "status", res.StatusCode, "error", err)
 		return
@@ -274,7 +272,7 @@ type AfterRegisterHandler interface {
 	AfterRegister(ev RegisterEvent)
 }
 
-func (r *Registrar) register(ctx context.Context, log requestLogger, req *sip.Request) (*sip.Response, []RegisterEvent) {
+func (r *Registrar) register(log requestLogger, req *sip.Request) (*sip.Response, []RegisterEvent) {
 	now := r.now()
 	r.table.sweep(now)
 
@@ -285,6 +283,15 @@ func (r *Registrar) register(ctx context.Context, log requestLogger, req *sip.Re
 	ext := to.Address.User
 	log.ext = ext
 
+	// A phone's first REGISTER carries no credentials: it is challenged
+	// before the context (and its timer) that only the store and the
+	// handler need.
+	if req.GetHeader("Authorization") == nil {
+		log.Debug("REGISTER not authenticated", "result", AuthMissing)
+		return r.auth.Response(req, AuthMissing), nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), registerTimeout)
+	defer cancel()
 	result, err := r.auth.Verify(ctx, req, ext)
 	if err != nil {
 		log.Error("authenticating REGISTER failed", "error", err)
@@ -335,13 +342,12 @@ func (r *Registrar) register(ctx context.Context, log requestLogger, req *sip.Re
 	for i := range events {
 		logEvent(&log, &events[i])
 	}
-	applied := make([]RegisterEvent, 0, len(events))
-	for _, ev := range events {
-		ev.Binding = ev.Binding.clone()
-		ev.Binding.Live = r.live(&ev.Binding)
-		applied = append(applied, ev)
+	// The events become copies for AfterRegister.
+	for i := range events {
+		events[i].Binding = events[i].Binding.clone()
+		events[i].Binding.Live = r.live(&events[i].Binding)
 	}
-	return r.okReply(req, bindings, updates, now), applied
+	return r.okReply(req, bindings, updates, now), events
 }
 
 func (r *Registrar) extLock(ext string) *sync.Mutex {
