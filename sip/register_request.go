@@ -13,7 +13,7 @@ import (
 
 // contactUpdate is what a REGISTER asks for one Contact.
 type contactUpdate struct {
-	contact  sip.ContactHeader
+	contact  *sip.ContactHeader // the request's; nil for "*"
 	wildcard bool
 	key      string
 	instance string
@@ -50,7 +50,7 @@ func (r *Registrar) parseContacts(log *requestLogger, req *sip.Request) ([]conta
 			updates = append(updates, contactUpdate{wildcard: true})
 			continue
 		}
-		u := contactUpdate{contact: *c}
+		u := contactUpdate{contact: c}
 		raw, hasParam := lookupParam(c.Params, "expires")
 		expires, _, err := parseExpires(raw, hasParam)
 		if err != nil {
