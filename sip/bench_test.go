@@ -192,7 +192,7 @@ func BenchmarkCallDialogs(b *testing.B) {
 	}
 	b.Cleanup(func() { svc.Close() })
 	contact := sip.Uri{Scheme: "sip", User: "callwake", Host: "127.0.0.1", Port: 5060, UriParams: sip.NewParams(), Headers: sip.NewParams()}
-	svc.contacts["udp"] = contact
+	svc.contacts["udp"] = &contact
 	pbxInvite := parseBenchRequest(b, benchPBXInvite)
 	pbxInvite.To().Params.Add("tag", "callwakeTag0001")
 	msg, err := sip.ParseMessage([]byte(benchPhoneOK))

@@ -157,12 +157,16 @@ func (d *Dialog) request(method sip.RequestMethod, seq uint32, body []byte, head
 	for _, r := range d.routeSet {
 		req.AppendHeader(&sip.RouteHeader{Address: *r.Clone()})
 	}
-	from := sip.FromHeader{DisplayName: d.local.DisplayName, Address: *d.local.Address.Clone(), Params: d.local.Params.Clone()}
-	to := sip.ToHeader{DisplayName: d.remote.DisplayName, Address: *d.remote.Address.Clone(), Params: d.remote.Params.Clone()}
+	// Headers are allocated and filled in place: a From or To built as a
+	// value is copied to the heap through a stack temporary.
+	from := &sip.FromHeader{DisplayName: d.local.DisplayName, Params: d.local.Params.Clone()}
+	from.Address = *d.local.Address.Clone()
+	to := &sip.ToHeader{DisplayName: d.remote.DisplayName, Params: d.remote.Params.Clone()}
+	to.Address = *d.remote.Address.Clone()
 	cid := sip.CallIDHeader(d.callID)
 	maxFwd := sip.MaxForwardsHeader(70)
-	req.AppendHeader(&from)
-	req.AppendHeader(&to)
+	req.AppendHeader(from)
+	req.AppendHeader(to)
 	req.AppendHeader(&cid)
 	req.AppendHeader(&sip.CSeqHeader{SeqNo: seq, MethodName: method})
 	req.AppendHeader(&maxFwd)

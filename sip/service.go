@@ -68,8 +68,8 @@ type Service struct {
 	trustedHosts atomic.Pointer[map[netip.Addr]struct{}] // register mode's registrars
 
 	mu       sync.Mutex
-	contacts map[string]sip.Uri // transport (lower case) -> our Contact
-	dialogs  map[string]*Dialog // Call-ID + our tag
+	contacts map[string]*sip.Uri // transport (lower case) -> our Contact; never modified
+	dialogs  map[string]*Dialog  // Call-ID + our tag
 	conns    []closer
 }
 
@@ -86,7 +86,7 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 		cfg.UserAgent = "callwake"
 	}
 	log := cfg.Logger.With("component", "sip")
-	s := &Service{cfg: cfg, log: log, contacts: map[string]sip.Uri{}, dialogs: map[string]*Dialog{}}
+	s := &Service{cfg: cfg, log: log, contacts: map[string]*sip.Uri{}, dialogs: map[string]*Dialog{}}
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent(cfg.UserAgent), sipgo.WithUserAgenTLSConfig(cfg.TLSConfig),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerUnhandledResponseHandler(s.onUnhandledResponse)))
 	if err != nil {
@@ -232,7 +232,7 @@ func (s *Service) listen(ctx context.Context, l Listener) (string, error) {
 	}
 	s.mu.Lock()
 	if _, ok := s.contacts[t]; !ok {
-		s.contacts[t] = uri
+		s.contacts[t] = &uri
 	}
 	s.mu.Unlock()
 	return addr, nil
@@ -304,19 +304,27 @@ func (s *Service) TransportLayer() *sip.TransportLayer { return s.ua.TransportLa
 func (s *Service) Contact(transport string) sip.Uri {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t := strings.ToLower(transport)
-	if u, ok := s.contacts[t]; ok {
-		return *u.Clone()
-	}
-	for _, fallback := range []string{"udp", "tcp"} {
-		if u, ok := s.contacts[fallback]; ok {
-			return *u.Clone()
-		}
-	}
-	for _, u := range s.contacts {
+	if u := s.contactLocked(strings.ToLower(transport)); u != nil {
 		return *u.Clone()
 	}
 	return sip.Uri{Scheme: "sip", User: "callwake", Host: "127.0.0.1"}
+}
+
+// contactLocked finds the Contact for a lower-case transport, else for udp
+// or tcp, else any; nil before any listener.
+func (s *Service) contactLocked(transport string) *sip.Uri {
+	if u, ok := s.contacts[transport]; ok {
+		return u
+	}
+	for _, fallback := range []string{"udp", "tcp"} {
+		if u, ok := s.contacts[fallback]; ok {
+			return u
+		}
+	}
+	for _, u := range s.contacts {
+		return u
+	}
+	return nil
 }
 
 func (s *Service) contactHost(transport string) string { return s.Contact(transport).Host }
