@@ -36,7 +36,7 @@ type Dialog struct {
 	ready     chan struct{} // closed once a handler is set
 
 	ackMu   sync.Mutex
-	ackWait map[uint32]chan struct{} // CSeq of the peer's INVITE -> closed on its ACK
+	ackWait map[uint32]chan struct{} // CSeq of the peer's INVITE -> closed on its ACK; made on first use
 	ended   chan struct{}
 	endOnce sync.Once
 	lastAck atomic.Pointer[sip.Request] // our last ACK (UAC side), resent on a 2xx retransmission
@@ -64,7 +64,7 @@ func tagOf(p sip.HeaderParams) string {
 }
 
 func newDialog(svc *Service) *Dialog {
-	return &Dialog{svc: svc, ready: make(chan struct{}), ackWait: map[uint32]chan struct{}{}, ended: make(chan struct{})}
+	return &Dialog{svc: svc, ready: make(chan struct{}), ended: make(chan struct{})}
 }
 
 // newUASDialog is the dialog the PBX's INVITE and our 200 OK create.
@@ -244,6 +244,9 @@ func (d *Dialog) expectAck(seq uint32) chan struct{} {
 	d.ackMu.Lock()
 	defer d.ackMu.Unlock()
 	ch := make(chan struct{})
+	if d.ackWait == nil {
+		d.ackWait = map[uint32]chan struct{}{}
+	}
 	d.ackWait[seq] = ch
 	return ch
 }
