@@ -71,7 +71,7 @@ func (f *fakePusher) Push(_ context.Context, targets []push.Target, payloadFor f
 }
 
 // next waits for the next push of the given type.
-func (f *fakePusher) next(t *testing.T, kind string) pushed {
+func (f *fakePusher) next(t testing.TB, kind string) pushed {
 	t.Helper()
 	deadline := time.After(waitFor)
 	for {
@@ -87,7 +87,7 @@ func (f *fakePusher) next(t *testing.T, kind string) pushed {
 }
 
 // none checks that no push of the given type comes within d.
-func (f *fakePusher) none(t *testing.T, kind string, d time.Duration) {
+func (f *fakePusher) none(t testing.TB, kind string, d time.Duration) {
 	t.Helper()
 	deadline := time.After(d)
 	for {
@@ -103,7 +103,7 @@ func (f *fakePusher) none(t *testing.T, kind string, d time.Duration) {
 }
 
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	store   *db.Store
 	pusher  *fakePusher
 	bridge  *bridge.Bridge
@@ -114,7 +114,7 @@ type env struct {
 
 type envOption func(*bridge.Config, *sip.ServiceConfig)
 
-func newEnv(t *testing.T, opts ...envOption) *env {
+func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -207,7 +207,7 @@ func apnsToken(n int) string { return fmt.Sprintf("%064x", n) }
 
 func sipgoHeader(name, value string) sipgosip.Header { return sipgosip.NewHeader(name, value) }
 
-func (e *env) lastCall(t *testing.T) db.Call {
+func (e *env) lastCall(t testing.TB) db.Call {
 	t.Helper()
 	calls, err := e.store.ListCalls(context.Background(), db.CallQuery{Limit: 1})
 	if err != nil || len(calls) == 0 {
@@ -217,7 +217,7 @@ func (e *env) lastCall(t *testing.T) db.Call {
 }
 
 // waitCallLogged waits until the newest call in the log has an outcome.
-func (e *env) waitOutcome(t *testing.T, outcome string) db.Call {
+func (e *env) waitOutcome(t testing.TB, outcome string) db.Call {
 	t.Helper()
 	deadline := time.Now().Add(waitFor)
 	for time.Now().Before(deadline) {
@@ -231,7 +231,7 @@ func (e *env) waitOutcome(t *testing.T, outcome string) db.Call {
 	return db.Call{}
 }
 
-func hostPort(t *testing.T, addr string) (string, int) {
+func hostPort(t testing.TB, addr string) (string, int) {
 	t.Helper()
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -244,14 +244,14 @@ func hostPort(t *testing.T, addr string) (string, int) {
 // ---- the PBX: a sipgo user agent that calls through callwake ----
 
 type pbx struct {
-	t        *testing.T
+	t        testing.TB
 	client   *sipgo.Client
 	dialogs  *sipgo.DialogClientCache
 	target   string
 	requests chan *sipgosip.Request // in-dialog requests from callwake (BYE, INFO, re-INVITE)
 }
 
-func newPBX(t *testing.T, e *env) *pbx {
+func newPBX(t testing.TB, e *env) *pbx {
 	t.Helper()
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent("test-pbx"))
 	if err != nil {
@@ -288,7 +288,7 @@ func newPBX(t *testing.T, e *env) *pbx {
 }
 
 type pbxCall struct {
-	t         *testing.T
+	t         testing.TB
 	pbx       *pbx
 	sess      *sipgo.DialogClientSession
 	responses chan *sipgosip.Response
@@ -379,7 +379,7 @@ func (c *pbxCall) final(within time.Duration) int {
 // ---- phones: sipgo user agents that register to callwake and answer ----
 
 type phone struct {
-	t         *testing.T
+	t         testing.TB
 	e         *env
 	ext       string
 	client    *sipgo.Client
@@ -404,7 +404,7 @@ type incoming struct {
 	cancels  chan *sipgosip.Request
 }
 
-func newPhone(t *testing.T, e *env, ext, transport string) *phone {
+func newPhone(t testing.TB, e *env, ext, transport string) *phone {
 	t.Helper()
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent("test-phone"))
 	if err != nil {
@@ -572,7 +572,7 @@ func (in *incoming) respond(code int, reason string) {
 }
 
 // answer sends 200 OK with the phone's SDP and waits for callwake's ACK.
-func (in *incoming) answer(t *testing.T) {
+func (in *incoming) answer(t testing.TB) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- in.sess.RespondSDP([]byte(phoneSDP)) }()
@@ -588,7 +588,7 @@ func (in *incoming) answer(t *testing.T) {
 }
 
 // waitCancelled waits for callwake's CANCEL of the INVITE and returns it.
-func (in *incoming) waitCancelled(t *testing.T) *sipgosip.Request {
+func (in *incoming) waitCancelled(t testing.TB) *sipgosip.Request {
 	t.Helper()
 	select {
 	case r := <-in.cancels:

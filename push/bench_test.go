@@ -2,6 +2,9 @@ package push_test
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -35,4 +38,44 @@ func BenchmarkAPNsPush(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pushes/s")
+}
+
+// BenchmarkAPNsIncomingCall measures the allocations of one incoming-call
+// push to one APNs device, one push at a time, as a call makes it: the
+// payload with its decline URL, one request to the local mock, the attempt
+// recorded, the outcome logged at info level (the service's level, so that
+// debug lines cost what they cost there). B/op counts the mock's side too.
+func BenchmarkAPNsIncomingCall(b *testing.B) {
+	env := newAPNsEnv(b, true)
+	logger := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	p, err := push.New(env.options(push.Options{}), nil, logger, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = p.Close() }()
+	env.prod.WaitWarmups(b, 1)
+	base := samplePayload()
+	payloadFor := func(t push.Target) push.Payload {
+		pl := base
+		pl.DeclineURL = fmt.Sprintf("https://callwake.example.com/api/v1/decline/%s?d=%d&sig=xyz", pl.CallID, t.DeviceID)
+		return pl
+	}
+	targets := []push.Target{apnsTarget(1, push.ProviderAPNs)}
+
+	b.ReportAllocs()
+	for b.Loop() {
+		res := p.Push(context.Background(), targets, payloadFor, time.Now().Add(10*time.Second))
+		if res[0].Outcome != push.OutcomeDelivered {
+			b.Fatalf("result = %+v", res[0])
+		}
+	}
+}
+
+// BenchmarkAPNsBody measures encoding an incoming-call body.
+func BenchmarkAPNsBody(b *testing.B) {
+	pl := samplePayload()
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = push.APNsBody(pl)
+	}
 }
