@@ -130,7 +130,6 @@ func (b *Bridge) ActiveCalls() int {
 // OnInvite implements sip.CallHandler.
 func (b *Bridge) OnInvite(in *sip.InboundCall) {
 	ext := in.Extension()
-	log := b.log.With("sip_call_id", in.CallID(), "ext", ext)
 	// The lookups' deadline ends with them: the call that follows can last
 	// an hour, and must not keep a timer alive for nothing.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -138,11 +137,11 @@ func (b *Bridge) OnInvite(in *sip.InboundCall) {
 
 	reject := func(code int, reason, outcome string) {
 		if err := in.Reject(code, reason); err != nil {
-			log.Debug("rejecting INVITE", "err", err)
+			b.logInvite(in, slog.LevelDebug, "rejecting INVITE", slog.Any("err", err))
 		}
 		in.Release()
 		b.metrics.calls.WithLabelValues(outcome).Inc()
-		log.Info("call refused", "status", code, "reason", reason)
+		b.logInvite(in, slog.LevelInfo, "call refused", slog.Int("status", code), slog.String("reason", reason))
 	}
 	if ext == "" {
 		reject(sipgo.StatusNotFound, "Not Found (no extension in Request-URI)", outcomeNotFound)
@@ -155,7 +154,7 @@ func (b *Bridge) OnInvite(in *sip.InboundCall) {
 			reject(sipgo.StatusNotFound, "Not Found", outcomeNotFound)
 			return
 		}
-		log.Error("looking up extension", "err", err)
+		b.logInvite(in, slog.LevelError, "looking up extension", slog.Any("err", err))
 		reject(sipgo.StatusInternalServerError, "Server Internal Error", outcomeFailed)
 		return
 	}
@@ -181,6 +180,19 @@ func (b *Bridge) OnInvite(in *sip.InboundCall) {
 	b.metrics.active.Inc()
 	c.start(bindings)
 	c.own()
+}
+
+// logInvite writes a line about an INVITE that has no call: its ids, then
+// attrs, as a logger made with With would, without making one (most
+// INVITEs become calls, which log with their own ids).
+func (b *Bridge) logInvite(in *sip.InboundCall, level slog.Level, msg string, attrs ...slog.Attr) {
+	ctx := context.Background()
+	if !b.log.Enabled(ctx, level) {
+		return
+	}
+	var buf [4]slog.Attr
+	line := append(buf[:0], slog.String("sip_call_id", in.CallID()), slog.String("ext", in.Extension()))
+	b.log.LogAttrs(ctx, level, msg, append(line, attrs...)...)
 }
 
 func (b *Bridge) busy(ext string) bool {

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -67,8 +68,8 @@ func (c *call) onRegister(ev evRegister) {
 	ids := c.devicesOf(targets, ev.binding.Instance)
 	if len(ids) > 0 && c.row.FirstRegisterAt.IsZero() {
 		c.row.FirstRegisterAt = c.b.cfg.Now()
-		c.log().Debug("pushed device registered", "device_id", ids[0],
-			"after", c.row.FirstRegisterAt.Sub(c.row.InviteAt).Round(time.Millisecond))
+		c.logAttrs(slog.LevelDebug, "pushed device registered", slog.Int64("device_id", ids[0]),
+			slog.Duration("after", c.row.FirstRegisterAt.Sub(c.row.InviteAt).Round(time.Millisecond)))
 	}
 	c.fork(ev.binding, ids)
 }
@@ -109,7 +110,7 @@ func (c *call) fork(b sip.Binding, deviceIDs []int64) {
 	defer cancel()
 	leg, err := c.b.cfg.SIP.Invite(ctx, params)
 	if err != nil {
-		c.log().Warn("INVITE to phone failed", "contact", b.Contact.String(), "err", err)
+		c.logAttrs(slog.LevelWarn, "INVITE to phone failed", slog.String("contact", b.Contact.String()), slog.Any("err", err))
 		return
 	}
 	br := &branch{key: key, binding: b, leg: leg, started: c.b.cfg.Now()}
@@ -121,7 +122,10 @@ func (c *call) fork(b sip.Binding, deviceIDs []int64) {
 	}
 	c.branches[key] = br
 	c.legs = append(c.legs, br)
-	c.log().Debug("ringing phone", "contact", b.Contact.String(), "transport", b.Transport, "device_id", br.deviceID)
+	if c.logs(slog.LevelDebug) {
+		c.logAttrs(slog.LevelDebug, "ringing phone", slog.String("contact", b.Contact.String()), slog.String("transport", b.Transport),
+			slog.Int64("device_id", br.deviceID))
+	}
 	go func() {
 		for res := range leg.Responses() {
 			c.send(evResponse{br: br, res: res})
@@ -189,7 +193,7 @@ func (c *call) onResponse(br *branch, res *sipgo.Response) {
 		if code == sipgo.StatusSessionInProgress && len(res.Body()) > 0 && !c.earlyMedia && !c.ended {
 			c.earlyMedia = true
 			if err := c.in.Provisional(code, "Session Progress", res.Body(), sipgo.NewHeader("Content-Type", contentType(res))); err != nil {
-				c.log().Info("relaying early media failed", "err", err)
+				c.logAttrs(slog.LevelInfo, "relaying early media failed", slog.Any("err", err))
 			}
 		}
 		return
@@ -207,7 +211,7 @@ func (c *call) onResponse(br *branch, res *sipgo.Response) {
 	if c.ended {
 		return
 	}
-	c.log().Info("phone refused the call", "device_id", br.deviceID, "status", code, "reason", res.Reason)
+	c.logAttrs(slog.LevelInfo, "phone refused the call", slog.Int64("device_id", br.deviceID), slog.Int("status", code), slog.String("reason", res.Reason))
 	switch code {
 	case sipgo.StatusGlobalDecline:
 		c.end(outcomeDeclined, sipgo.StatusGlobalDecline, "Decline", push.ReasonDeclinedElsewhere, br.deviceID, reasonDeclinedElsewhere)
@@ -238,13 +242,13 @@ func (c *call) mayStillWake() bool {
 func (c *call) answer(br *branch, res *sipgo.Response) {
 	phone, err := br.leg.Confirm(res)
 	if err != nil {
-		c.log().Warn("acknowledging the phone's 200 failed", "err", err)
+		c.logAttrs(slog.LevelWarn, "acknowledging the phone's 200 failed", slog.Any("err", err))
 		return
 	}
 	pbx, err := c.in.Answer(phone, res)
 	if err != nil {
 		// The PBX gave up at the same moment.
-		c.log().Info("answering the PBX failed: hanging up the phone", "err", err)
+		c.logAttrs(slog.LevelInfo, "answering the PBX failed: hanging up the phone", slog.Any("err", err))
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), relayTimeout)
 			defer cancel()
@@ -256,11 +260,12 @@ func (c *call) answer(br *branch, res *sipgo.Response) {
 	now := c.b.cfg.Now()
 	c.answered, c.ended, c.talking = br, true, true
 	c.row.AnswerAt, c.row.AnsweredBy, c.row.Outcome, c.row.Status = now, br.deviceID, outcomeAnswered, sipgo.StatusOK
-	attrs := []any{"device_id", br.deviceID, "after", now.Sub(c.row.InviteAt).Round(time.Millisecond)}
+	var buf [3]slog.Attr
+	attrs := append(buf[:0], slog.Int64("device_id", br.deviceID), slog.Duration("after", now.Sub(c.row.InviteAt).Round(time.Millisecond)))
 	if !c.row.FirstRegisterAt.IsZero() {
-		attrs = append(attrs, "woke_after", c.row.FirstRegisterAt.Sub(c.row.InviteAt).Round(time.Millisecond))
+		attrs = append(attrs, slog.Duration("woke_after", c.row.FirstRegisterAt.Sub(c.row.InviteAt).Round(time.Millisecond)))
 	}
-	c.log().Info("call answered", attrs...)
+	c.logAttrs(slog.LevelInfo, "call answered", attrs...)
 	sip.Relay(pbx, phone, c.log(), func(by *sip.Dialog) { c.send(evHangup{byPBX: by == pbx}) })
 	c.cancelBranches(br, reasonCompletedElsewhere)
 	c.cancelPushes(push.ReasonAnsweredElsewhere, br.deviceID)

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -60,12 +61,12 @@ func (c *call) onPushed(ev evPushed) {
 		default:
 			// Nothing to dismiss on a phone that never got the call.
 			c.pushed = slices.DeleteFunc(c.pushed, func(t push.Target) bool { return t.DeviceID == r.Target.DeviceID })
-			c.log().Info("push not delivered", "device_id", r.Target.DeviceID, "provider", r.Target.Provider,
-				"outcome", r.Outcome, "reason", r.Reason)
+			c.logAttrs(slog.LevelInfo, "push not delivered", slog.Int64("device_id", r.Target.DeviceID), slog.String("provider", r.Target.Provider),
+				slog.String("outcome", r.Outcome), slog.String("reason", r.Reason))
 		}
 	}
 	if !c.ended && len(c.pushed) == 0 && len(c.legs) == 0 {
-		c.log().Info("no device could be pushed")
+		c.logAttrs(slog.LevelInfo, "no device could be pushed")
 		c.end(outcomeUnavailable, 480, "Temporarily Unavailable (push failed)", push.ReasonTimeout, 0, nil)
 	}
 }
