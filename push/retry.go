@@ -75,7 +75,7 @@ func (r attemptResult) describe() string {
 // deliver sends one push, retrying retryable errors with jittered
 // exponential back-off while the ring window lasts. No request starts at or
 // after deadline, and none outlives it.
-func (p *Pusher) deliver(ctx context.Context, s sender, t Target, payload Payload, deadline time.Time, log *slog.Logger) Result {
+func (p *Pusher) deliver(ctx context.Context, s sender, t Target, payload Payload, deadline time.Time, log pushLog) Result {
 	// deadline is on the injected clock; contexts and timers run on the
 	// real one, so carry over the time that is left.
 	ringCtx, cancel := context.WithTimeout(ctx, deadline.Sub(p.opts.Now()))
@@ -110,13 +110,13 @@ func (p *Pusher) deliver(ctx context.Context, s sender, t Target, payload Payloa
 			}
 			return res
 		}
-		log.Debug("push attempt failed; retrying", "reason", r.reason, "status", r.status, "err", r.err)
+		log.write(slog.LevelDebug, "push attempt failed; retrying", slog.String("reason", r.reason), slog.Int("status", r.status), slog.Any("err", r.err))
 	}
 }
 
 // attempt makes one send bounded by AttemptTimeout and the ring, and
 // records it (with any requests firebase-admin retried inside it).
-func (p *Pusher) attempt(ctx, ringCtx context.Context, s sender, t Target, payload Payload, deadline time.Time, log *slog.Logger) attemptResult {
+func (p *Pusher) attempt(ctx, ringCtx context.Context, s sender, t Target, payload Payload, deadline time.Time, log pushLog) attemptResult {
 	attemptCtx, cancel := context.WithTimeout(ringCtx, p.opts.AttemptTimeout)
 	defer cancel()
 	sentAt, start := p.opts.Now(), time.Now()
@@ -136,7 +136,7 @@ func (p *Pusher) attempt(ctx, ringCtx context.Context, s sender, t Target, paylo
 }
 
 // settle acts on an answer and says whether it is final.
-func (p *Pusher) settle(ctx context.Context, t Target, r attemptResult, log *slog.Logger) (outcome string, final bool) {
+func (p *Pusher) settle(ctx context.Context, t Target, r attemptResult, log pushLog) (outcome string, final bool) {
 	switch r.class {
 	case classDelivered:
 		p.health.ok(t.Provider, r.started, true)
@@ -174,7 +174,7 @@ func (p *Pusher) waitToRetry(ringCtx context.Context, delay time.Duration, deadl
 	}
 }
 
-func (p *Pusher) recordAttempt(ctx context.Context, t Target, payload Payload, r attemptResult, log *slog.Logger) {
+func (p *Pusher) recordAttempt(ctx context.Context, t Target, payload Payload, r attemptResult, log pushLog) {
 	p.metrics.sendSeconds.WithLabelValues(t.Provider).Observe(r.latency.Seconds())
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
@@ -190,16 +190,16 @@ func (p *Pusher) recordAttempt(ctx context.Context, t Target, payload Payload, r
 		Status:   r.status,
 	})
 	if err != nil {
-		log.Error("recording push attempt", "err", err)
+		log.write(slog.LevelError, "recording push attempt", slog.Any("err", err))
 	}
 }
 
-func (p *Pusher) removeDevice(ctx context.Context, t Target, r attemptResult, log *slog.Logger) {
+func (p *Pusher) removeDevice(ctx context.Context, t Target, r attemptResult, log pushLog) {
 	p.metrics.deadTokens.WithLabelValues(t.Provider).Inc()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
 	if err := p.store.RemoveDevice(sctx, t.DeviceID, r.reason); err != nil {
-		log.Error("removing device with dead push token", "reason", r.reason, "err", err)
+		log.write(slog.LevelError, "removing device with dead push token", slog.String("reason", r.reason), slog.Any("err", err))
 	}
 }
 
