@@ -170,6 +170,11 @@ func New(opts Options, store Store, logger *slog.Logger, reg prometheus.Register
 // once per target, from the calling goroutine.
 func (p *Pusher) Push(ctx context.Context, targets []Target, payloadFor func(Target) Payload, deadline time.Time) []Result {
 	results := make([]Result, len(targets))
+	if len(targets) == 1 {
+		// One device, the usual case: nothing to wait for but itself.
+		results[0] = p.pushOne(ctx, targets[0], payloadFor(targets[0]), deadline)
+		return results
+	}
 	var wg sync.WaitGroup
 	for i, t := range targets {
 		payload := payloadFor(t)
