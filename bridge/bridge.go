@@ -64,6 +64,8 @@ type Bridge struct {
 	log     *slog.Logger
 	metrics *metrics
 
+	forkHeaderNames []string // the INVITE's headers a phone's INVITE carries
+
 	mu    sync.Mutex
 	calls map[string]*call              // by callwake call id
 	byExt map[string]map[*call]struct{} // calls that ring or talk, by extension
@@ -93,8 +95,15 @@ func New(cfg Config) (*Bridge, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Bridge{cfg: cfg, log: cfg.Logger.With("component", "bridge"), metrics: m,
-		calls: map[string]*call{}, byExt: map[string]map[*call]struct{}{}, changed: make(chan struct{})}, nil
+	return &Bridge{
+		cfg:             cfg,
+		log:             cfg.Logger.With("component", "bridge"),
+		metrics:         m,
+		forkHeaderNames: append([]string{"P-Asserted-Identity"}, cfg.ForwardHeaders...),
+		calls:           map[string]*call{},
+		byExt:           map[string]map[*call]struct{}{},
+		changed:         make(chan struct{}),
+	}, nil
 }
 
 // Drain makes new INVITEs get 503; ringing calls go on.

@@ -2,8 +2,8 @@ package bridge
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -33,13 +33,15 @@ const reforkAfter = 2 * time.Second
 // branchKey names the phone a binding belongs to.
 func branchKey(b sip.Binding, deviceIDs []int64) string {
 	if len(deviceIDs) > 0 {
-		return fmt.Sprintf("device:%d", deviceIDs[0])
+		return deviceKey(deviceIDs[0])
 	}
 	if b.Instance != "" {
 		return "instance:" + b.Instance
 	}
 	return "contact:" + b.Contact.String()
 }
+
+func deviceKey(id int64) string { return "device:" + strconv.FormatInt(id, 10) }
 
 // devicesOf finds the call's devices a binding stands for: by push token,
 // else by +sip.instance.
@@ -146,8 +148,9 @@ func sameAddress(a, b sipgo.Uri) bool {
 // the push's call_id (its CallKit UUID).
 func (c *call) forkHeaders() []sipgo.Header {
 	req := c.in.Request()
-	out := []sipgo.Header{sipgo.NewHeader("X-Callwake-Call-ID", c.id)}
-	for _, name := range append([]string{"P-Asserted-Identity"}, c.b.cfg.ForwardHeaders...) {
+	out := make([]sipgo.Header, 1, 2+len(c.b.cfg.ForwardHeaders))
+	out[0] = sipgo.NewHeader("X-Callwake-Call-ID", c.id)
+	for _, name := range c.b.forkHeaderNames {
 		for _, h := range req.GetHeaders(name) {
 			out = append(out, sipgo.NewHeader(h.Name(), h.Value()))
 		}
@@ -231,7 +234,7 @@ func (c *call) mayStillWake() bool {
 		return false
 	}
 	for _, t := range c.pushed {
-		if _, ok := c.branches[fmt.Sprintf("device:%d", t.DeviceID)]; !ok {
+		if _, ok := c.branches[deviceKey(t.DeviceID)]; !ok {
 			return true
 		}
 	}
