@@ -433,15 +433,24 @@ func (p *phones) onAck(m *sipMsg) {
 	}
 }
 
+// knownCallLocked is the call an in-dialog request or a CANCEL is for;
+// for an unknown call it answers 481 and returns nil.
+func (p *phones) knownCallLocked(m *sipMsg) *phoneCall {
+	c := p.calls[m.callID]
+	if c == nil {
+		p.send(m.response(481, "Call/Transaction Does Not Exist", "", "", ""))
+		p.unexpected("%s for an unknown call %s", m.method, m.callID)
+	}
+	return c
+}
+
 // onCancel is callwake cancelling a ringing phone: 200 for the CANCEL,
 // 487 for the INVITE.
 func (p *phones) onCancel(m *sipMsg) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	c := p.calls[m.callID]
+	c := p.knownCallLocked(m)
 	if c == nil {
-		p.send(m.response(481, "Call/Transaction Does Not Exist", "", "", ""))
-		p.unexpected("CANCEL for an unknown call %s", m.callID)
 		return
 	}
 	p.send(m.response(200, "OK", c.toTag, "", ""))
@@ -456,10 +465,8 @@ func (p *phones) onCancel(m *sipMsg) {
 func (p *phones) onBye(m *sipMsg) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	c := p.calls[m.callID]
+	c := p.knownCallLocked(m)
 	if c == nil {
-		p.send(m.response(481, "Call/Transaction Does Not Exist", "", "", ""))
-		p.unexpected("BYE for an unknown call %s", m.callID)
 		return
 	}
 	p.send(m.response(200, "OK", "", "", ""))
