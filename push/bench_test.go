@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/callwake/callwake/internal/logging"
 	"github.com/callwake/callwake/push"
 )
 
@@ -47,7 +48,7 @@ func BenchmarkAPNsPush(b *testing.B) {
 // debug lines cost what they cost there). B/op counts the mock's side too.
 func BenchmarkAPNsIncomingCall(b *testing.B) {
 	env := newAPNsEnv(b, true)
-	logger := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	logger := slog.New(logging.Lazy(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	p, err := push.New(env.options(push.Options{}), nil, logger, nil)
 	if err != nil {
 		b.Fatal(err)

@@ -4,10 +4,10 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"slices"
 	"strconv"
 	"testing"
 
+	"github.com/callwake/callwake/internal/logging"
 	"github.com/emiago/sipgo/sip"
 )
 
@@ -16,37 +16,9 @@ import (
 // INVITE to it with the dialog its 200 creates. allocs/op is what to
 // compare; ns/op is noisy on a shared box.
 
-// benchLogger is callwake's logger at the default info level: cmd/callwake's
-// lazyAttrs over a text handler, copied here as that package is main.
+// benchLogger is callwake's logger at the default info level.
 func benchLogger() *slog.Logger {
-	return slog.New(&benchLazyAttrs{h: slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo})})
-}
-
-type benchLazyAttrs struct {
-	h     slog.Handler
-	attrs []slog.Attr
-}
-
-func (l *benchLazyAttrs) Enabled(ctx context.Context, level slog.Level) bool {
-	return l.h.Enabled(ctx, level)
-}
-
-func (l *benchLazyAttrs) Handle(ctx context.Context, r slog.Record) error {
-	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
-	out.AddAttrs(l.attrs...)
-	r.Attrs(func(a slog.Attr) bool {
-		out.AddAttrs(a)
-		return true
-	})
-	return l.h.Handle(ctx, out)
-}
-
-func (l *benchLazyAttrs) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return &benchLazyAttrs{h: l.h, attrs: append(slices.Clip(l.attrs), attrs...)}
-}
-
-func (l *benchLazyAttrs) WithGroup(name string) slog.Handler {
-	return &benchLazyAttrs{h: l.h.WithAttrs(l.attrs).WithGroup(name)}
+	return slog.New(logging.Lazy(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo})))
 }
 
 // hashStore serves precomputed credentials, as the db's cache does.

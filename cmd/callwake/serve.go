@@ -19,6 +19,7 @@ import (
 	"github.com/callwake/callwake/bridge"
 	"github.com/callwake/callwake/config"
 	"github.com/callwake/callwake/db"
+	"github.com/callwake/callwake/internal/logging"
 )
 
 type logFlags struct {
@@ -34,9 +35,9 @@ func (f logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: level}
 	switch f.format {
 	case "text":
-		return slog.New(&lazyAttrs{h: slog.NewTextHandler(w, opts)}), nil
+		return slog.New(logging.Lazy(slog.NewTextHandler(w, opts))), nil
 	case "json":
-		return slog.New(&lazyAttrs{h: slog.NewJSONHandler(w, opts)}), nil
+		return slog.New(logging.Lazy(slog.NewJSONHandler(w, opts))), nil
 	}
 	return nil, usageError("--log-format %q: use text or json", f.format)
 }

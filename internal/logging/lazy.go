@@ -1,10 +1,15 @@
-package main
+// Package logging holds callwake's slog handler.
+package logging
 
 import (
 	"context"
 	"log/slog"
 	"slices"
 )
+
+// Lazy wraps h so that the attributes of Logger.With are formatted only
+// for records that are written; output is the same as h's.
+func Lazy(h slog.Handler) slog.Handler { return &lazyAttrs{h: h} }
 
 // lazyAttrs keeps the attributes of Logger.With as they are and formats
 // them only for records that are written. slog's text and JSON handlers
