@@ -46,20 +46,18 @@ func (s *Store) InsertCall(ctx context.Context, c Call) error {
 	if c.Outcome == "" {
 		c.Outcome = "ringing"
 	}
-	return s.journal.write(ctx, journalOp{query: `INSERT INTO calls (id, sip_call_id, extension, caller_name,
-		caller_number, invite_at, push_at, first_register_at, answer_at, end_at, outcome, status,
-		answered_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		args: []any{c.ID, c.SIPCallID, c.Extension, c.CallerName, c.CallerNumber, toMillis(c.InviteAt),
-			toMillis(c.PushAt), toMillis(c.FirstRegisterAt), toMillis(c.AnswerAt), toMillis(c.EndAt),
-			c.Outcome, c.Status, c.AnsweredBy}})
+	return s.journal.write(ctx, journalOp{insertCall: &callRow{id: c.ID, sipCallID: c.SIPCallID,
+		extension: c.Extension, callerName: c.CallerName, callerNumber: c.CallerNumber,
+		inviteAt: toMillis(c.InviteAt), pushAt: toMillis(c.PushAt), firstRegisterAt: toMillis(c.FirstRegisterAt),
+		answerAt: toMillis(c.AnswerAt), endAt: toMillis(c.EndAt), outcome: c.Outcome, status: c.Status,
+		answeredBy: c.AnsweredBy}})
 }
 
 // UpdateCall writes the call's timestamps and outcome (queued).
 func (s *Store) UpdateCall(ctx context.Context, c Call) error {
-	return s.journal.write(ctx, journalOp{query: `UPDATE calls SET push_at = ?, first_register_at = ?,
-		answer_at = ?, end_at = ?, outcome = ?, status = ?, answered_by = ? WHERE id = ?`,
-		args: []any{toMillis(c.PushAt), toMillis(c.FirstRegisterAt), toMillis(c.AnswerAt), toMillis(c.EndAt),
-			c.Outcome, c.Status, c.AnsweredBy, c.ID}})
+	return s.journal.write(ctx, journalOp{updateCall: &callRow{id: c.ID, pushAt: toMillis(c.PushAt),
+		firstRegisterAt: toMillis(c.FirstRegisterAt), answerAt: toMillis(c.AnswerAt), endAt: toMillis(c.EndAt),
+		outcome: c.Outcome, status: c.Status, answeredBy: c.AnsweredBy}})
 }
 
 // GetCall returns one call by callwake's id.
@@ -138,12 +136,11 @@ type PushAttempt struct {
 // (last_push_at, last_error), committed together (queued).
 func (s *Store) RecordPushAttempt(ctx context.Context, a PushAttempt) error {
 	return s.journal.write(ctx,
-		journalOp{query: `INSERT INTO push_attempts (call_id, device_id, provider, type,
-			sent_at, latency_us, outcome, reason, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			args: []any{a.CallID, a.DeviceID, a.Provider, a.Type, toMillis(a.SentAt), a.Latency.Microseconds(),
-				a.Outcome, a.Reason, a.Status}},
-		journalOp{query: `UPDATE devices SET last_push_at = ?, last_error = ? WHERE id = ?`,
-			args: []any{toMillis(a.SentAt), a.DeviceError, a.DeviceID}})
+		journalOp{pushAttempt: &pushAttemptRow{callID: a.CallID, deviceID: a.DeviceID, provider: a.Provider,
+			typ: a.Type, sentAt: toMillis(a.SentAt), latencyUS: a.Latency.Microseconds(), outcome: a.Outcome,
+			reason: a.Reason, status: a.Status}},
+		journalOp{stampDevice: &deviceStamp{deviceID: a.DeviceID, pushed: true, pushAt: toMillis(a.SentAt),
+			lastError: a.DeviceError}})
 }
 
 // PushAttempts returns the push attempts of a call, oldest first.

@@ -122,8 +122,8 @@ func (s *Store) UpsertDevice(ctx context.Context, d Device, max int) (DeviceUpse
 	if e, err := s.Lookup(ctx, d.Extension); err == nil {
 		if known, ok := e.device(d); ok {
 			known.LastSeenAt, known.LastError = fromMillis(s.millis()), ""
-			err := s.journal.write(ctx, journalOp{query: `UPDATE devices SET last_seen_at = ?, last_error = '' WHERE id = ?`,
-				args: []any{toMillis(known.LastSeenAt), known.ID}})
+			err := s.journal.write(ctx, journalOp{stampDevice: &deviceStamp{deviceID: known.ID, seen: true,
+				seenAt: toMillis(known.LastSeenAt)}})
 			if err != nil {
 				return DeviceUpsert{}, fmt.Errorf("registering device for %s: %w", d.Extension, err)
 			}
