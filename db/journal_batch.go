@@ -101,10 +101,16 @@ func (w *batchWriter) flush(ctx context.Context, tx execer) error {
 		}
 		rows = rows[n:]
 	}
-	for k := range w.updates {
-		if _, err := tx.ExecContext(ctx, updateCallSQL, w.updates[k].updateArgs(w.args[:0])...); err != nil {
+	for rows := w.updates; len(rows) > 0; {
+		i, n := chunk(len(rows))
+		w.args = w.args[:0]
+		for k := range n {
+			w.args = rows[k].updateArgs(w.args)
+		}
+		if _, err := tx.ExecContext(ctx, updateCallsSQL[i], w.args...); err != nil {
 			return err
 		}
+		rows = rows[n:]
 	}
 	for rows := w.attempts; len(rows) > 0; {
 		i, n := chunk(len(rows))

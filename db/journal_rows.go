@@ -99,6 +99,20 @@ var (
 	insertPushAttemptsSQL = multiRowInserts(`INSERT OR FAIL INTO push_attempts (call_id, device_id, provider, type, sent_at, latency_us, outcome, reason, status) VALUES `, 9)
 )
 
+// updateCallsSQL update 1, 2, 4 … 64 calls by id, from rows of updateArgs.
+var updateCallsSQL = multiRowUpdates(`UPDATE OR FAIL calls SET push_at = v.column1, first_register_at = v.column2,
+	answer_at = v.column3, end_at = v.column4, outcome = v.column5, status = v.column6, answered_by = v.column7
+	FROM (VALUES `, 8, `) AS v WHERE calls.id = v.column8`)
+
+func multiRowUpdates(prefix string, columns int, suffix string) []string {
+	row := "(?" + strings.Repeat(", ?", columns-1) + ")"
+	var out []string
+	for n := 1; n <= maxRowsPerInsert; n *= 2 {
+		out = append(out, prefix+row+strings.Repeat(", "+row, n-1)+suffix)
+	}
+	return out
+}
+
 // multiRowInserts returns the statements inserting 1, 2, 4 … 64 rows, by
 // log2 of the row count.
 func multiRowInserts(prefix string, columns int) []string {
