@@ -308,7 +308,11 @@ func containsToken(ts []sip.PushTarget, token string) bool {
 	return false
 }
 
-func newCallID() string { return uuid.NewString() }
+// newCallID is a UUIDv7: in time order, so that the call log's inserts go
+// to the end of its id indexes instead of random pages of them (half the
+// journal's CPU per call, db's BenchmarkJournalCalls), and still 74 random
+// bits. The contract asks for a UUID (CallKit's).
+func newCallID() string { return uuid.Must(uuid.NewV7()).String() }
 
 // Attach gives the bridge the SIP side, which is built after it (the SIP
 // service calls the bridge, and the bridge sends through the service), and

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/callwake/callwake/db"
+	"github.com/google/uuid"
 )
 
 // A line written with logAttrs reads as the same line written through the
@@ -45,5 +46,22 @@ func TestCallLogAttrsWritesAsTheCallLogger(t *testing.T) {
 		if viaAttrs.Len() == 0 || bytes.Contains(viaAttrs.Bytes(), []byte("ringing phone")) {
 			t.Errorf("%s: wrong lines written:\n%s", format, viaAttrs.String())
 		}
+	}
+}
+
+// Call ids are UUIDs (the contract's call_id, CallKit's UUID) in time
+// order, which keeps the call log's id indexes appended to, not scattered.
+func TestCallIDsAreTimeOrderedUUIDs(t *testing.T) {
+	prev := ""
+	for range 1000 {
+		id := newCallID()
+		u, err := uuid.Parse(id)
+		if err != nil || u.Version() != 7 || u.String() != id {
+			t.Fatalf("call id %q: version %v, %v", id, u.Version(), err)
+		}
+		if id <= prev {
+			t.Fatalf("call id %q after %q", id, prev)
+		}
+		prev = id
 	}
 }

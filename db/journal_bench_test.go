@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // Offsets of a call's writes from its INVITE, like an answered call of the
@@ -39,8 +41,13 @@ func BenchmarkJournalCalls(b *testing.B) {
 	devices := benchPopulate(b, s)
 
 	start := time.UnixMilli(1_700_000_000_000)
+	// Call ids as the bridge makes them: UUIDv7, in time order.
+	ids := make([]string, 0, b.N)
 	call := func(i int) Call {
-		return Call{ID: fmt.Sprintf("%08x-bench-%020d", uint32(i)*2654435761, i), SIPCallID: fmt.Sprintf("sip-%d", i),
+		for len(ids) <= i {
+			ids = append(ids, uuid.Must(uuid.NewV7()).String())
+		}
+		return Call{ID: ids[i], SIPCallID: fmt.Sprintf("sip-%d", i),
 			Extension: devices[i%len(devices)].Extension, CallerName: "Caller", CallerNumber: "+15550100",
 			InviteAt: start.Add(time.Duration(i) * time.Millisecond)}
 	}
