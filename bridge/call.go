@@ -9,6 +9,7 @@ import (
 	sipgo "github.com/emiago/sipgo/sip"
 
 	"github.com/callwake/callwake/db"
+	"github.com/callwake/callwake/internal/workers"
 	"github.com/callwake/callwake/push"
 	"github.com/callwake/callwake/sip"
 )
@@ -156,7 +157,7 @@ func (c *call) send(ev event) {
 	c.running = true
 	c.mu.Unlock()
 	if start {
-		go c.own()
+		workers.Go(c.own)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 
 	sipgo "github.com/emiago/sipgo/sip"
 
+	"github.com/callwake/callwake/internal/workers"
 	"github.com/callwake/callwake/push"
 	"github.com/callwake/callwake/sip"
 )
@@ -128,11 +129,11 @@ func (c *call) fork(b sip.Binding, deviceIDs []int64) {
 		c.logAttrs(slog.LevelDebug, "ringing phone", slog.String("contact", b.Contact.String()), slog.String("transport", b.Transport),
 			slog.Int64("device_id", br.deviceID))
 	}
-	go func() {
+	workers.Go(func() {
 		for res := range leg.Responses() {
 			c.send(evResponse{br: br, res: res})
 		}
-	}()
+	})
 }
 
 // sameAddress compares where two Contacts lead, ignoring parameters other

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/callwake/callwake/internal/workers"
 	"github.com/callwake/callwake/push"
 )
 
@@ -45,10 +46,10 @@ func (c *call) startPushes() {
 		p.DeclineURL = c.b.declineURL(c.id, t.DeviceID)
 		return p
 	}
-	go func() {
+	workers.Go(func() {
 		results := c.b.cfg.Pusher.Push(context.Background(), targets, payloadFor, deadline)
 		c.send(evPushed{kind: push.TypeIncomingCall, results: results})
-	}()
+	})
 }
 
 func (c *call) onPushed(ev evPushed) {
@@ -87,5 +88,7 @@ func (c *call) cancelPushes(reason string, except int64) {
 	p := c.payload(push.TypeCallCancelled, now, now.Add(c.b.cfg.RingTimeout))
 	p.Reason = reason
 	deadline := p.ExpiresAt
-	go c.b.cfg.Pusher.Push(context.Background(), targets, func(push.Target) push.Payload { return p }, deadline)
+	workers.Go(func() {
+		c.b.cfg.Pusher.Push(context.Background(), targets, func(push.Target) push.Payload { return p }, deadline)
+	})
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/callwake/callwake/internal/workers"
 	"github.com/emiago/sipgo/sip"
 )
 
@@ -296,7 +297,7 @@ func (c *InboundCall) Answer(phone *Dialog, ok *sip.Response) (*Dialog, error) {
 		c.svc.removeDialog(d)
 		return nil, fmt.Errorf("sending 200 OK: %w", err)
 	}
-	go d.retransmitUntilAck(c.tx, res, acked)
+	workers.Go(func() { d.retransmitUntilAck(c.tx, res, acked) })
 	return d, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/callwake/callwake/internal/workers"
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/google/uuid"
@@ -49,7 +50,7 @@ func (s *Service) Invite(ctx context.Context, p InviteParams) (*OutboundLeg, err
 		return nil, fmt.Errorf("sending INVITE to %s: %w", p.Target.String(), err)
 	}
 	leg := &OutboundLeg{svc: s, req: req, tx: tx, destination: p.Destination, responses: make(chan *sip.Response, 8)}
-	go leg.read()
+	workers.Go(leg.read)
 	return leg, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/callwake/callwake/internal/workers"
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 )
@@ -132,7 +133,15 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 // frames under callwake's), for the whole ring; here a new INVITE handed to
 // the CallHandler is the call's to finish (InboundCall.Release), and the
 // handler may return.
+//
+// sipgo calls it on a new goroutine per request, whose small stack the
+// registrar and a call's handling would grow: the request is handled on a
+// kept one (internal/workers).
 func (s *Service) handleRequest(req *sip.Request, tx *sip.ServerTx) {
+	workers.Go(func() { s.handle(req, tx) })
+}
+
+func (s *Service) handle(req *sip.Request, tx *sip.ServerTx) {
 	if req.IsInvite() {
 		if s.onInvite(req, tx) {
 			return
