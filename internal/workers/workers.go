@@ -2,12 +2,13 @@
 // that are kept for a while to run the next ones.
 //
 // A goroutine starts with a small stack and grows it by copying, frame by
-// frame, each time it runs out. callwake's work goes deep — sipgo's
-// transactions under the registrar's digest check, a call's fork into
-// sipgo's dialogs, a push's JSON and HTTP/2 — and ran on a fresh goroutine
-// per SIP request and per call event: those stacks grew two or three times
-// each, 7% of callwake's CPU at 1,000 calls/s. A kept goroutine has grown
-// already (the collector may halve an idle one's stack, once per cycle).
+// frame, each time it runs out. callwake's work goes deep — the registrar's
+// digest check, a call's fork into sipgo's dialogs, a push's JSON and
+// HTTP/2 — and ran on a fresh goroutine per SIP request and per call event,
+// whose stack grew two or three times: about half of the 6-7% of CPU that
+// stack growth took at 1,000-1,200 calls/s (the rest is in sipgo's and
+// net/http2's own goroutines). A kept goroutine has grown already (the
+// collector may halve an idle one's stack, once per cycle).
 package workers
 
 import "time"
