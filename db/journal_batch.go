@@ -90,44 +90,41 @@ func (w *batchWriter) add(op journalOp) bool {
 // flush writes the segment and starts the next.
 func (w *batchWriter) flush(ctx context.Context, tx execer) error {
 	defer w.reset()
-	for rows := w.calls; len(rows) > 0; {
-		i, n := chunk(len(rows))
-		w.args = w.args[:0]
-		for k := range n {
-			w.args = rows[k].insertArgs(w.args)
-		}
-		if _, err := tx.ExecContext(ctx, insertCallsSQL[i], w.args...); err != nil {
-			return err
-		}
-		rows = rows[n:]
+	if err := w.inChunks(ctx, tx, insertCallsSQL, len(w.calls),
+		func(k int, args []any) []any { return w.calls[k].insertArgs(args) }); err != nil {
+		return err
 	}
-	for rows := w.updates; len(rows) > 0; {
-		i, n := chunk(len(rows))
-		w.args = w.args[:0]
-		for k := range n {
-			w.args = rows[k].updateArgs(w.args)
-		}
-		if _, err := tx.ExecContext(ctx, updateCallsSQL[i], w.args...); err != nil {
-			return err
-		}
-		rows = rows[n:]
+	if err := w.inChunks(ctx, tx, updateCallsSQL, len(w.updates),
+		func(k int, args []any) []any { return w.updates[k].updateArgs(args) }); err != nil {
+		return err
 	}
-	for rows := w.attempts; len(rows) > 0; {
-		i, n := chunk(len(rows))
-		w.args = w.args[:0]
-		for _, a := range rows[:n] {
-			w.args = a.insertArgs(w.args)
-		}
-		if _, err := tx.ExecContext(ctx, insertPushAttemptsSQL[i], w.args...); err != nil {
-			return err
-		}
-		rows = rows[n:]
+	if err := w.inChunks(ctx, tx, insertPushAttemptsSQL, len(w.attempts),
+		func(k int, args []any) []any { return w.attempts[k].insertArgs(args) }); err != nil {
+		return err
 	}
 	for k := range w.stamps {
 		query, args := w.stamps[k].sqlAndArgs(w.args[:0])
 		if _, err := tx.ExecContext(ctx, query, args...); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// inChunks writes n rows with statements of 2^k rows (statements[k], as
+// chunk picks them); rowArgs appends row i's arguments.
+func (w *batchWriter) inChunks(ctx context.Context, tx execer, statements []string, n int,
+	rowArgs func(i int, args []any) []any) error {
+	for done := 0; done < n; {
+		i, rows := chunk(n - done)
+		w.args = w.args[:0]
+		for k := done; k < done+rows; k++ {
+			w.args = rowArgs(k, w.args)
+		}
+		if _, err := tx.ExecContext(ctx, statements[i], w.args...); err != nil {
+			return err
+		}
+		done += rows
 	}
 	return nil
 }
