@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/callwake/callwake/db"
+	"github.com/callwake/callwake/internal/logging"
 	"github.com/callwake/callwake/push"
 	"github.com/callwake/callwake/sip"
 )
@@ -195,13 +196,8 @@ func (b *Bridge) OnInvite(in *sip.InboundCall) {
 // attrs, as a logger made with With would, without making one (most
 // INVITEs become calls, which log with their own ids).
 func (b *Bridge) logInvite(in *sip.InboundCall, level slog.Level, msg string, attrs ...slog.Attr) {
-	ctx := context.Background()
-	if !b.log.Enabled(ctx, level) {
-		return
-	}
-	var buf [4]slog.Attr
-	line := append(buf[:0], slog.String("sip_call_id", in.CallID()), slog.String("ext", in.Extension()))
-	b.log.LogAttrs(ctx, level, msg, append(line, attrs...)...)
+	logging.Line(b.log, level, msg, []slog.Attr{slog.String("sip_call_id", in.CallID()),
+		slog.String("ext", in.Extension())}, attrs...)
 }
 
 func (b *Bridge) busy(ext string) bool {

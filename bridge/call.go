@@ -9,6 +9,7 @@ import (
 	sipgo "github.com/emiago/sipgo/sip"
 
 	"github.com/callwake/callwake/db"
+	"github.com/callwake/callwake/internal/logging"
 	"github.com/callwake/callwake/internal/workers"
 	"github.com/callwake/callwake/push"
 	"github.com/callwake/callwake/sip"
@@ -131,13 +132,8 @@ func (c *call) log() *slog.Logger {
 // nothing: under load, making a logger for each line was a tenth of what
 // a call allocated.
 func (c *call) logAttrs(level slog.Level, msg string, attrs ...slog.Attr) {
-	ctx := context.Background()
-	if !c.b.log.Enabled(ctx, level) {
-		return
-	}
-	var buf [8]slog.Attr
-	line := append(buf[:0], slog.String("sip_call_id", c.row.SIPCallID), slog.String("ext", c.ext), slog.String("call_id", c.id))
-	c.b.log.LogAttrs(ctx, level, msg, append(line, attrs...)...)
+	logging.Line(c.b.log, level, msg, []slog.Attr{slog.String("sip_call_id", c.row.SIPCallID),
+		slog.String("ext", c.ext), slog.String("call_id", c.id)}, attrs...)
 }
 
 // logs reports whether the call's log takes lines at level, for a line

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/callwake/callwake/internal/logging"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -217,13 +218,7 @@ type pushLog struct {
 }
 
 func (l pushLog) write(level slog.Level, msg string, attrs ...slog.Attr) {
-	ctx := context.Background()
-	if !l.logger.Enabled(ctx, level) {
-		return
-	}
-	var buf [10]slog.Attr
-	line := append(append(buf[:0], l.ids...), attrs...)
-	l.logger.LogAttrs(ctx, level, msg, line...)
+	logging.Line(l.logger, level, msg, l.ids, attrs...)
 }
 
 func (p *Pusher) dispatch(ctx context.Context, t Target, payload Payload, deadline time.Time, log pushLog) Result {

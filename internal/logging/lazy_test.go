@@ -39,3 +39,25 @@ func TestLazyAttrsWritesTheSame(t *testing.T) {
 		}
 	}
 }
+
+// Line writes what a logger made with With writes, and nothing for a level
+// the logger drops.
+func TestLineWritesAsWith(t *testing.T) {
+	var with, line bytes.Buffer
+	opts := &slog.HandlerOptions{Level: slog.LevelInfo, ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+		if a.Key == slog.TimeKey {
+			return slog.Attr{}
+		}
+		return a
+	}}
+	ids := []slog.Attr{slog.String("sip_call_id", "abc@pbx"), slog.String("ext", "1001")}
+	wl := slog.New(Lazy(slog.NewTextHandler(&with, opts)))
+	wl.With("sip_call_id", "abc@pbx", "ext", "1001").Info("call ended", "outcome", "completed", "status", 200)
+	wl.With("sip_call_id", "abc@pbx", "ext", "1001").Debug("dropped")
+	ll := slog.New(Lazy(slog.NewTextHandler(&line, opts)))
+	Line(ll, slog.LevelInfo, "call ended", ids, slog.String("outcome", "completed"), slog.Int("status", 200))
+	Line(ll, slog.LevelDebug, "dropped", ids)
+	if with.String() != line.String() || line.Len() == 0 {
+		t.Errorf("With:\n%s\nLine:\n%s", with.String(), line.String())
+	}
+}
